@@ -1,0 +1,30 @@
+"""rnnkit: PyTorch-exact LSTM, GRU and RNN layers on NumPy.
+
+Example:
+    >>> import numpy as np, rnnkit
+    >>> lstm = rnnkit.nn.LSTM(10, 20, 2)
+    >>> output, (h_n, c_n) = lstm(np.zeros((5, 3, 10), np.float32))
+    >>> output.shape, h_n.shape
+    ((5, 3, 20), (2, 3, 20))
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import nn
+from ._autodiff import grad, no_grad, value_and_grad
+from ._random import default_generator, manual_seed
+
+try:
+    __version__ = version("rnnkit")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "nn",
+    "grad",
+    "value_and_grad",
+    "no_grad",
+    "manual_seed",
+    "default_generator",
+    "__version__",
+]

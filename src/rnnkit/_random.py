@@ -1,0 +1,30 @@
+"""manual_seed and the one Generator all of rnnkit's randomness draws from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Seed rnnkit's randomness (parameter init, dropout masks), like ``torch.manual_seed``.
+
+    Args:
+        seed: a non-negative integer.
+
+    Returns:
+        The generator now in use (also reachable as ``rnnkit.default_generator()``).
+    """
+    global _generator
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    _generator = np.random.default_rng(int(seed))
+    return _generator
+
+
+def default_generator() -> np.random.Generator:
+    """The generator that parameter init and dropout draw from."""
+    return _generator

@@ -1,0 +1,5 @@
+"""Utilities: packing (``rnn``) and gradient clipping (``clip_grad``)."""
+
+from . import rnn
+
+__all__ = ["rnn"]
