@@ -1,0 +1,1 @@
+"""The subcommands of ``rnnkit``: one module each, with add_arguments() and run()."""

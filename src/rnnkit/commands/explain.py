@@ -1,0 +1,167 @@
+"""Print every shape of a recurrent layer configuration, and what each axis means.
+
+The shapes are computed, not recited: the layer is built and run on zeros.
+
+Example:
+    rnnkit explain lstm --input-size 10 --hidden-size 20 --num-layers 2 --seq-len 5 --batch 3
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_EQUATIONS = {
+    "lstm": [
+        "i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)",
+        "f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)",
+        "g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)",
+        "o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)",
+        "c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t",
+        "h_t = o_t ⊙ tanh(c_t)",
+    ],
+    "gru": [
+        "r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)",
+        "z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)",
+        "n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))",
+        "h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}",
+    ],
+    "rnn": ["h_t = ACT(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)"],
+}
+_ROWS = {"lstm": "rows i|f|g|o", "gru": "rows r|z|n", "rnn": "one block"}
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 5,3,2, got {text!r}"
+        ) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", choices=["lstm", "gru", "rnn"], help="layer type")
+    parser.add_argument("--input-size", type=_positive, default=10, help="H_in (default 10)")
+    parser.add_argument("--hidden-size", type=_positive, default=20, help="H (default 20)")
+    parser.add_argument("--num-layers", type=_positive, default=1, help="stacked layers")
+    parser.add_argument("--seq-len", type=_positive, default=5, help="L, steps (default 5)")
+    parser.add_argument("--batch", type=_positive, default=3, help="N, sequences (default 3)")
+    parser.add_argument("--bidirectional", action="store_true")
+    parser.add_argument("--batch-first", action="store_true")
+    parser.add_argument("--no-bias", action="store_true", help="bias=False")
+    parser.add_argument("--proj-size", type=int, default=0, help="LSTM projection size")
+    parser.add_argument("--nonlinearity", default="tanh", help="RNN: tanh or relu")
+    parser.add_argument("--lengths", type=_lengths, default=None,
+                        help="per-sequence lengths, e.g. 5,3,2: also show the packed form")
+
+
+def _row(name: str, shape, meaning: str) -> str:
+    return f"  {name:<22} {str(tuple(shape)):<16} {meaning}"
+
+
+def explain(args: argparse.Namespace) -> str:
+    """The explanation as text (``run`` prints it)."""
+    import numpy as np
+
+    from .. import nn, no_grad
+    from ..nn.utils.rnn import pack_padded_sequence
+
+    kind = args.model
+    kwargs = dict(num_layers=args.num_layers, bias=not args.no_bias,
+                  batch_first=args.batch_first, bidirectional=args.bidirectional)
+    if kind == "lstm":
+        layer = nn.LSTM(args.input_size, args.hidden_size, proj_size=args.proj_size, **kwargs)
+    else:
+        if args.proj_size:
+            raise ValueError(f"--proj-size is only supported for lstm, not {kind}")
+        if kind == "gru":
+            layer = nn.GRU(args.input_size, args.hidden_size, **kwargs)
+        else:
+            layer = nn.RNN(args.input_size, args.hidden_size,
+                           nonlinearity=args.nonlinearity, **kwargs)
+    L, N, H_in, H = args.seq_len, args.batch, args.input_size, args.hidden_size
+    D = 2 if args.bidirectional else 1
+    H_out = args.proj_size or H
+    x_shape = (N, L, H_in) if args.batch_first else (L, N, H_in)
+    x = np.zeros(x_shape, np.float32)
+    h_0 = np.zeros((args.num_layers * D, N, H_out), np.float32)
+    c_0 = np.zeros((args.num_layers * D, N, H), np.float32)
+    with no_grad():
+        result = layer(x, (h_0, c_0) if kind == "lstm" else h_0)
+    output, state = result
+    h_n, c_n = state if kind == "lstm" else (state, None)
+
+    axes = "(batch N, seq_len L, input_size H_in)" if args.batch_first else \
+        "(seq_len L, batch N, input_size H_in)"
+    out_axes = "(N, L, D*H_out)" if args.batch_first else "(L, N, D*H_out)"
+    h_word = "proj_size" if args.proj_size else "hidden_size"
+    lines = [f"{layer!r}", ""]
+    lines.append(f"D = {D} direction{'s' if D == 2 else ''}, H_out = {H_out} "
+                 f"({h_word}), H_cell = {H}")
+    lines.append("")
+    lines.append("Each step t of each layer computes:")
+    act = args.nonlinearity
+    lines += ["    " + eq.replace("ACT", act) for eq in _EQUATIONS[kind]]
+    if kind == "lstm" and args.proj_size:
+        lines.append("    h_t = W_hr h_t            (projection to proj_size)")
+    lines += ["", "Tensors:"]
+    lines.append(_row("input", x.shape, axes))
+    lines.append(_row("h_0", h_0.shape, "(num_layers*num_directions, batch, "
+                      f"{h_word}); never batch-first; row 2*layer+direction"))
+    if kind == "lstm":
+        lines.append(_row("c_0", c_0.shape, "(num_layers*num_directions, batch, hidden_size)"))
+    lines.append(_row("output", output.shape, f"{out_axes}: last layer's h_t at every step"
+                      + (", forward half first" if D == 2 else "")))
+    lines.append(_row("h_n", h_n.shape, "every layer and direction's h at its last step"))
+    if kind == "lstm":
+        lines.append(_row("c_n", c_n.shape, "every layer and direction's c at its last step"))
+    lines += ["", f"Parameters (init U(-1/sqrt({H}), 1/sqrt({H})) = "
+                  f"U(-{1 / np.sqrt(H):.4f}, {1 / np.sqrt(H):.4f})):"]
+    total = 0
+    for name, p in layer.named_parameters():
+        total += p.size
+        if name.startswith("weight_ih"):
+            meaning = f"W_ih, {_ROWS[kind]}; multiplies x_t (or the layer below's output)"
+        elif name.startswith("weight_hh"):
+            meaning = f"W_hh, {_ROWS[kind]}; multiplies h_(t-1)"
+        elif name.startswith("weight_hr"):
+            meaning = "W_hr, projects h_t from hidden_size to proj_size"
+        else:
+            meaning = f"{name[:7]}, {_ROWS[kind]}"
+        lines.append(_row(name, p.shape, meaning))
+    lines.append(f"  total parameters: {total:,}")
+    if args.lengths is not None:
+        lengths = np.asarray(args.lengths)
+        packed = pack_padded_sequence(x, lengths, batch_first=args.batch_first,
+                                      enforce_sorted=False)
+        with no_grad():
+            packed_out = layer(packed)[0]
+        lines += ["", f"Packed with lengths {lengths.tolist()} "
+                      "(pack_padded_sequence(..., enforce_sorted=False)):"]
+        lines.append(_row("sorted_indices", packed.sorted_indices.shape,
+                          f"{packed.sorted_indices.tolist()}: batch sorted by length"))
+        lines.append(_row("batch_sizes", packed.batch_sizes.shape,
+                          f"{packed.batch_sizes.tolist()}: sequences still running at "
+                          "each step"))
+        lines.append(_row("input.data", packed.data.shape,
+                          "(sum(lengths), input_size): steps of all sequences, time-major"))
+        lines.append(_row("output.data", packed_out.data.shape,
+                          "(sum(lengths), D*H_out); same batch_sizes and indices"))
+        lines.append("  h_n holds each sequence's state at its own last step "
+                     "(reverse direction: at step 0), in the original batch order")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(explain(args))
+    return 0
