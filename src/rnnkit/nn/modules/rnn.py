@@ -241,7 +241,7 @@ class RNNBase(Module):
         if unbatched:
             x = input[:, None, :]  # (L, 1, H_in)
         elif self.batch_first:
-            x = input.transpose(1, 0, 2)  # (N, L, H_in) -> (L, N, H_in)
+            x = input.transpose((1, 0, 2))  # (N, L, H_in) -> (L, N, H_in)
         else:
             x = input
         if getval(x).shape[0] == 0:
@@ -289,16 +289,16 @@ class RNNBase(Module):
             c_0 = np.zeros((self.num_layers * D, N, self.hidden_size), dtype=self.dtype)
         else:
             if is_lstm:
-                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                if not isinstance(getval(hx), (tuple, list)) or len(getval(hx)) != 2:
                     raise TypeError(
                         "hx must be a tuple (h_0, c_0) for the LSTM, got "
-                        f"{type(hx).__name__}"
+                        f"{type(getval(hx)).__name__}"
                     )
-                h_0, c_0 = hx
+                h_0, c_0 = hx[0], hx[1]
             else:
-                if isinstance(hx, (tuple, list)):
+                if isinstance(getval(hx), (tuple, list)):
                     raise TypeError(f"hx must be one array h_0 for the {self.mode[:3]}, got a "
-                                    f"{type(hx).__name__}")
+                                    f"{type(getval(hx)).__name__}")
                 h_0, c_0 = hx, None
             h_size = "proj_size" if self.proj_size else "hidden_size"
             h_0 = self._check_state("h_0", h_0, N, H_out, unbatched, h_size)
@@ -323,7 +323,7 @@ class RNNBase(Module):
             output, h_n = output[:, 0], h_n[:, 0]
             c_n = c_n[:, 0] if is_lstm else None
         elif self.batch_first:
-            output = output.transpose(1, 0, 2)
+            output = output.transpose((1, 0, 2))
         return (output, (h_n, c_n)) if is_lstm else (output, h_n)
 
 
@@ -537,8 +537,10 @@ class LSTMCell(RNNCellBase):
         if hx is None:
             h, c = self._zeros(N), self._zeros(N)
         else:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx must be a tuple (h, c) for LSTMCell, got {type(hx).__name__}")
+            if not isinstance(getval(hx), (tuple, list)) or len(getval(hx)) != 2:
+                raise TypeError(
+                    f"hx must be a tuple (h, c) for LSTMCell, got {type(getval(hx)).__name__}"
+                )
             h = self._check_state("h", hx[0], N, unbatched)
             c = self._check_state("c", hx[1], N, unbatched)
         b_ih, b_hh = self._biases()
