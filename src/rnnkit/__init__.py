@@ -10,9 +10,10 @@ Example:
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import nn
+from . import nn, numpy, optim
 from ._autodiff import grad, no_grad, value_and_grad
 from ._random import default_generator, manual_seed
+from .io import UnsafeFileError, load, load_module, save
 
 try:
     __version__ = version("rnnkit")
@@ -21,10 +22,16 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "nn",
+    "optim",
+    "numpy",
     "grad",
     "value_and_grad",
     "no_grad",
     "manual_seed",
     "default_generator",
+    "save",
+    "load",
+    "load_module",
+    "UnsafeFileError",
     "__version__",
 ]

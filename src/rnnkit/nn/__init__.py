@@ -5,13 +5,18 @@ from .modules import (
     GRU,
     LSTM,
     RNN,
+    Dropout,
+    Embedding,
     GRUCell,
+    Identity,
+    Linear,
     LSTMCell,
     Module,
     Parameter,
     RNNBase,
     RNNCell,
     RNNCellBase,
+    Sequential,
 )
 
 __all__ = [
@@ -27,4 +32,9 @@ __all__ = [
     "LSTMCell",
     "GRUCell",
     "RNNCell",
+    "Linear",
+    "Identity",
+    "Embedding",
+    "Dropout",
+    "Sequential",
 ]

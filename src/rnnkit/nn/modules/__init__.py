@@ -1,7 +1,11 @@
 """Modules: the building blocks users subclass and stack."""
 
+from .container import Sequential
+from .dropout import Dropout
+from .linear import Identity, Linear
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
+from .sparse import Embedding
 
 __all__ = [
     "Module",
@@ -14,4 +18,9 @@ __all__ = [
     "LSTMCell",
     "GRUCell",
     "RNNCell",
+    "Linear",
+    "Identity",
+    "Embedding",
+    "Dropout",
+    "Sequential",
 ]
