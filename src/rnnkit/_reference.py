@@ -46,6 +46,34 @@ def _active(batch_sizes, t: int, N: int) -> int:
     return N if batch_sizes is None else int(batch_sizes[t])
 
 
+class _Projection:
+    """``x_t W_ih^T + b`` by step ``t``, computed ``chunk`` steps per GEMM.
+
+    Training keeps the whole ``(L, N, G)`` block (``chunk = L``: one GEMM); inference
+    uses a bounded chunk, so its memory beyond the output does not grow with ``L``.
+    """
+
+    def __init__(self, x, w_ih, b, chunk):
+        self.x, self.w_ih, self.b, self.chunk = x, w_ih, b, max(1, chunk)
+        self.k, self.block = -1, None
+
+    def __getitem__(self, t):
+        k = t // self.chunk
+        if k != self.k:
+            block = self.x[k * self.chunk : (k + 1) * self.chunk] @ self.w_ih.T  # (chunk, N, G)
+            if self.b is not None:
+                block += self.b
+            self.k, self.block = k, block
+        return self.block[t - k * self.chunk]
+
+
+_INFERENCE_CHUNK = 64  # steps per input-projection GEMM when no history is kept
+
+
+def _projection(x, w_ih, b, keep):
+    return _Projection(x, w_ih, b, x.shape[0] if keep else _INFERENCE_CHUNK)
+
+
 def _in_time_order(a: np.ndarray, reverse: bool) -> np.ndarray:
     """A history kept in processing order, laid out in time order."""
     return a[::-1] if reverse else a
@@ -77,9 +105,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     """
     L, N, _ = x.shape
     H = w_hh.shape[0] // 4
-    xw = x @ w_ih.T  # (L, N, 4H): the input projection of every step in one GEMM
-    if b is not None:
-        xw += b
+    xw = _projection(x, w_ih, b, keep)  # xw[t]: (N, 4H), the input part of every gate
     h, c = h_0.copy(), c_0.copy()
     output = np.zeros((L, N, h.shape[1]), dtype=x.dtype)
     if keep:
@@ -91,7 +117,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
         n = _active(batch_sizes, t, N)
         if keep:
             hs[s], cs[s] = h, c
-        z = xw[t, :n] + h[:n] @ w_hh.T  # (n, 4H)
+        z = xw[t][:n] + h[:n] @ w_hh.T  # (n, 4H)
         i = _sigmoid(z[:, :H])
         f = _sigmoid(z[:, H : 2 * H])
         g = np.tanh(z[:, 2 * H : 3 * H])
@@ -165,9 +191,7 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     """
     L, N, _ = x.shape
     H = w_hh.shape[0] // 3
-    xw = x @ w_ih.T  # (L, N, 3H)
-    if b_ih is not None:
-        xw += b_ih
+    xw = _projection(x, w_ih, b_ih, keep)  # xw[t]: (N, 3H)
     h = h_0.copy()
     output = np.zeros((L, N, H), dtype=x.dtype)
     if keep:
@@ -182,9 +206,10 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
         hw = h[:n] @ w_hh.T  # (n, 3H)
         if b_hh is not None:
             hw += b_hh
-        r = _sigmoid(xw[t, :n, :H] + hw[:, :H])
-        z = _sigmoid(xw[t, :n, H : 2 * H] + hw[:, H : 2 * H])
-        n_gate = np.tanh(xw[t, :n, 2 * H :] + r * hw[:, 2 * H :])  # torch: r scales W_hn h + b_hn
+        xw_t = xw[t][:n]  # (n, 3H)
+        r = _sigmoid(xw_t[:, :H] + hw[:, :H])
+        z = _sigmoid(xw_t[:, H : 2 * H] + hw[:, H : 2 * H])
+        n_gate = np.tanh(xw_t[:, 2 * H :] + r * hw[:, 2 * H :])  # torch: r scales W_hn h + b_hn
         h_new = (1 - z) * n_gate + z * h[:n]
         h[:n], output[t, :n] = h_new, h_new
         if keep:
@@ -236,9 +261,7 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     """
     L, N, _ = x.shape
     H = w_hh.shape[0]
-    xw = x @ w_ih.T  # (L, N, H)
-    if b is not None:
-        xw += b
+    xw = _projection(x, w_ih, b, keep)  # xw[t]: (N, H)
     h = h_0.copy()
     output = np.zeros((L, N, H), dtype=x.dtype)
     hs = np.zeros((L + 1, N, H), dtype=x.dtype) if keep else None
@@ -247,7 +270,7 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
         n = _active(batch_sizes, t, N)
         if keep:
             hs[s] = h
-        a = xw[t, :n] + h[:n] @ w_hh.T
+        a = xw[t][:n] + h[:n] @ w_hh.T
         h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
         h[:n], output[t, :n] = h_new, h_new
     if keep:

@@ -1,0 +1,211 @@
+"""value_and_grad / grad / no_grad semantics, dropout in training, inference memory."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from helpers import assert_close
+
+import rnnkit
+from rnnkit import nn
+from rnnkit.nn.utils.rnn import pack_padded_sequence
+
+
+def _loss(model, x):
+    out, _ = model(x)
+    return (out**2).sum()
+
+
+def test_grad_accumulates_like_backward_and_dict_is_fresh(rng):
+    gru = nn.GRU(2, 3, dtype=np.float64)
+    x = rng.standard_normal((4, 2, 2))
+    assert all(p.grad is None for p in gru.parameters())
+    loss, first = rnnkit.value_and_grad(_loss)(gru, x)
+    assert list(first) == [name for name, _ in gru.named_parameters()]
+    for name, p in gru.named_parameters():
+        assert_close(p.grad, first[name], 0, 0)
+    second = rnnkit.grad(_loss)(gru, x)
+    assert second is not first
+    for name, p in gru.named_parameters():
+        assert_close(second[name], first[name], 0, 0)
+        assert_close(p.grad, 2 * first[name], 1e-15, 0)  # None -> g -> g + g
+    gru.zero_grad()
+    assert all(p.grad is None for p in gru.parameters())
+    assert_close(loss, _loss(gru, x), 1e-15, 0)
+
+
+def test_argnums_tuple_and_state_tuple(rng):
+    lstm = nn.LSTM(2, 3, dtype=np.float64)
+    x = rng.standard_normal((4, 2, 2))
+    hx = (rng.standard_normal((1, 2, 3)), rng.standard_normal((1, 2, 3)))
+
+    def f(model, x, hx):
+        out, (h, c) = model(x, hx)
+        return out.sum() + (c**2).sum()
+
+    grads, dx, dhx = rnnkit.grad(f, argnums=(0, 1, 2))(lstm, x, hx)
+    assert set(grads) == {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
+    assert dx.shape == x.shape and isinstance(dhx, tuple) and dhx[1].shape == (1, 2, 3)
+    # input gradient against central differences on one entry
+    eps = 1e-6
+    x_plus, x_minus = x.copy(), x.copy()
+    x_plus[1, 0, 1] += eps
+    x_minus[1, 0, 1] -= eps
+    numeric = (f(lstm, x_plus, hx) - f(lstm, x_minus, hx)) / (2 * eps)
+    assert_close(dx[1, 0, 1], numeric, 1e-6, 1e-8)
+    only_x = rnnkit.grad(f, argnums=1)(lstm, x, hx)
+    assert_close(only_x, dx, 0, 0)
+
+
+def test_argnums_errors_and_non_scalar_loss(rng):
+    gru = nn.GRU(2, 3)
+    x = rng.standard_normal((4, 2, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match="argnums=3 asks for argument 3, but the function got 2"):
+        rnnkit.grad(_loss, argnums=3)(gru, x)
+    with pytest.raises(ValueError, match=r"must return a scalar loss, got an array of shape "
+                                         r"\(4, 2, 3\)"):
+        rnnkit.grad(lambda m, x: m(x)[0])(gru, x)
+
+
+def test_plain_numpy_on_traced_values_is_a_clear_error(rng):
+    gru = nn.GRU(2, 3, num_layers=1, bidirectional=True)
+    x = rng.standard_normal((4, 2, 2)).astype(np.float32)
+
+    def f(model, x):
+        _, h = model(x)
+        return np.concatenate([h[0], h[1]], axis=1).sum()
+
+    with pytest.raises(TypeError, match=r"numpy\.concatenate was called on a value that rnnkit "
+                                        r"is differentiating.*rnnkit\.numpy\.concatenate"):
+        rnnkit.grad(f)(gru, x)
+    with pytest.raises(TypeError, match="rnnkit.numpy"):
+        rnnkit.grad(lambda m, x: np.asarray(m(x)[0]).sum())(gru, x)
+
+    import rnnkit.numpy as rnp
+
+    def g(model, x):
+        _, h = model(x)
+        return rnp.concatenate([h[0], h[1]], axis=1).sum()
+
+    grads = rnnkit.grad(g)(gru, x)
+    assert np.any(grads["weight_hh_l0_reverse"] != 0)
+
+
+def test_no_grad_inside_a_trace_stops_the_gradient(rng):
+    rnn = nn.RNN(2, 3, dtype=np.float64)
+    x = rng.standard_normal((4, 2, 2))
+
+    def f(model, x):
+        with rnnkit.no_grad():
+            frozen, _ = model(x)
+        out, _ = model(x)
+        assert not rnnkit._autodiff.is_traced(frozen)
+        return (out * frozen).sum()
+
+    grads = rnnkit.grad(f)(rnn, x)
+    # d/dW sum(out * frozen) treats frozen as a constant: equals grad of sum(out * c)
+    c, _ = rnn(x)
+    expected = rnnkit.grad(lambda m, x: (m(x)[0] * c).sum())(rnn, x)
+    for name in grads:
+        assert_close(grads[name], expected[name], 1e-13, 1e-15)
+
+
+def _extra_peak(layer, x):
+    """Peak bytes allocated during an inference call, beyond its output."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        out, _ = layer(x)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak - out.nbytes
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_inference_memory_does_not_grow_with_sequence_length(kind):
+    rnnkit.manual_seed(0)
+    layer = getattr(nn, kind)(8, 32, dtype=np.float64)
+    short = np.zeros((256, 4, 8))
+    long = np.zeros((4096, 4, 8))
+    layer(short)  # warm caches (kernel compilation etc.) outside the measurement
+    extra_short, extra_long = _extra_peak(layer, short), _extra_peak(layer, long)
+    out_long = 4096 * 4 * 32 * 8
+    # a history of gates would cost several outputs' worth; allow only small noise
+    assert extra_long < extra_short + 0.05 * out_long, (extra_short, extra_long)
+    with rnnkit.no_grad():
+        assert _extra_peak(layer, long) < extra_short + 0.05 * out_long
+
+
+def test_dropout_between_layers_is_seeded_and_routes_gradients(rng):
+    p = 0.4
+    rnnkit.manual_seed(7)
+    lstm = nn.LSTM(3, 5, num_layers=2, dropout=p, dtype=np.float64)
+    x = rng.standard_normal((6, 2, 3))
+
+    rnnkit.manual_seed(11)
+    loss_a, grads_a = rnnkit.value_and_grad(_loss)(lstm, x)
+    rnnkit.manual_seed(11)
+    loss_b, grads_b = rnnkit.value_and_grad(_loss)(lstm, x)
+    assert loss_a == loss_b
+    for name in grads_a:
+        np.testing.assert_array_equal(grads_a[name], grads_b[name])
+
+    # the same computation by hand: layer 0, an explicit inverted-dropout mask, layer 1
+    bottom = nn.LSTM(3, 5, dtype=np.float64)
+    top = nn.LSTM(5, 5, dtype=np.float64)
+    state = lstm.state_dict()
+    bottom.load_state_dict({k: v for k, v in state.items() if k.endswith("_l0")})
+    top.load_state_dict({k.replace("_l1", "_l0"): v for k, v in state.items()
+                         if k.endswith("_l1")})
+    rnnkit.manual_seed(11)
+    keep = rnnkit.default_generator().random((6, 2, 5)) >= p
+    mask = keep / (1 - p)
+
+    def by_hand(bottom, x):
+        out0, _ = bottom(x)
+        out1, _ = top(out0 * mask)
+        return (out1**2).sum()
+
+    loss_c, grads_c = rnnkit.value_and_grad(by_hand)(bottom, x)
+    assert_close(loss_a, loss_c, 1e-13, 0)
+    for name in grads_c:
+        assert_close(grads_a[name], grads_c[name], 1e-12, 1e-14, name)
+    assert 0 < keep.mean() < 1
+
+    # dropped units pass no gradient: d loss / d out0 is zero exactly where the mask is
+    def wrt_out0(_, out0):
+        out1, _ = top(out0 * mask)
+        return (out1**2).sum()
+
+    d_out0 = rnnkit.grad(wrt_out0, argnums=1)(None, bottom(x)[0])
+    assert np.all(d_out0[~keep] == 0) and np.all(d_out0[keep] != 0)
+
+    # eval mode: no dropout at all, deterministic
+    lstm.eval()
+    out_1, _ = lstm(x)
+    out_2, _ = lstm(x)
+    np.testing.assert_array_equal(out_1, out_2)
+    lstm.train()
+    rnnkit.manual_seed(1)
+    out_3, _ = lstm(x)
+    assert not np.allclose(out_1, out_3)
+
+
+def test_gradient_flows_through_packing_indexing_and_methods(rng):
+    lstm = nn.LSTM(2, 3, num_layers=2, bidirectional=True, dtype=np.float64)
+    x = rng.standard_normal((3, 5, 2))  # batch_first
+    lengths = [2, 5, 3]
+
+    def f(model, x):
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, c_n) = model(packed)
+        last = h_n[-1].reshape(3, 3).transpose()  # (3, 3)
+        return last.mean() + c_n[0].sum() * 0.5
+
+    grads, dx = rnnkit.grad(f, argnums=(0, 1))(lstm, x)
+    assert all(np.all(np.isfinite(g)) for g in grads.values())
+    # steps past a sequence's length do not influence anything
+    assert np.all(dx[0, 2:] == 0) and np.all(dx[2, 3:] == 0)
+    assert np.all(dx[1] != 0)
