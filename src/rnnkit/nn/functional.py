@@ -344,14 +344,14 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
             loss = (1 - label_smoothing) * nll + smooth * (label_smoothing / C)
         return loss
     total = anp.sum(nll)
+    s = None if smooth is None else anp.sum(smooth)
     if reduction == "mean":
         denom = anp.sum(w_y * mask)  # torch's weighted mean: Σ w[y_n] over kept elements
-        total = total / denom
-    if smooth is None:
+        with np.errstate(invalid="ignore", divide="ignore"):  # all ignored: nan, as torch
+            total = total / denom
+            s = None if s is None else s / denom
+    if s is None:
         return total
-    s = anp.sum(smooth)
-    if reduction == "mean":
-        s = s / denom
     return (1 - label_smoothing) * total + s * (label_smoothing / C)
 
 
