@@ -26,3 +26,5 @@ Example:
 
 from autograd.numpy import *  # noqa: F403
 from autograd.numpy import fft, linalg, random  # noqa: F401
+
+del test  # noqa: F821  numpy's own test runner, not an array function
