@@ -1,0 +1,100 @@
+"""ONNX export and import of rnnkit's recurrent layers (optional: ``pip install 'rnnkit[onnx]'``).
+
+``export`` writes an LSTM/GRU/RNN layer (or a ``Sequential`` of ``Linear``, ``Embedding``,
+``Dropout`` and ``Identity``) as an ONNX graph of the standard ``LSTM``/``GRU``/``RNN``
+operators, which onnxruntime runs; ``load_weights`` turns the recurrent nodes of an
+ONNX model (ours, or one from ``torch.onnx.export``) back into rnnkit layers.
+
+Importing ``rnnkit`` never imports ``onnx``; this package imports it on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["export", "load_weights"]
+
+_HINT = "rnnkit.onnx needs the onnx package: pip install 'rnnkit[onnx]'"
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f"{_HINT} ({error})") from error
+
+
+def export(module, path: str | os.PathLike, input, *, opset_version: int = 17,
+           initial_states: bool = False, sequence_lens: bool = False, dtype=None) -> None:
+    """Write ``module`` to ``path`` as an ONNX model.
+
+    Recurrent layers become a chain of ONNX ``LSTM``/``GRU``/``RNN`` nodes, one per
+    layer (``direction="bidirectional"`` for two directions), with torch's gate order
+    and output layout restored around them, so the graph computes what the layer's
+    forward does in eval mode (no dropout).
+
+    Args:
+        module: an ``nn.LSTM``/``GRU``/``RNN``, or an ``nn.Sequential`` of ``Linear``,
+            ``Embedding``, ``Dropout`` and ``Identity`` (a recurrent layer may come last).
+        path: the ``.onnx`` file to write.
+        input: an example input array, or its shape. Batch and sequence length are
+            dynamic in the graph; the feature size is fixed.
+        opset_version: ONNX opset to target, at least 14. Default: 17
+        initial_states: add graph inputs ``h_0`` (and ``c_0``) with the layer's shapes.
+        sequence_lens: add a graph input ``sequence_lens`` (int32, one length per batch
+            entry): each sequence stops at its own length, as with a ``PackedSequence``;
+            outputs past a sequence's end are zero.
+        dtype: the graph's float type; default the module's. onnxruntime runs the
+            recurrent operators in float32 only.
+
+    Graph inputs ``input`` [, ``h_0``, ``c_0``, ``sequence_lens``]; outputs ``output``,
+    ``h_n`` [, ``c_n``] with torch's shapes.
+
+    Raises:
+        ImportError: onnx is not installed.
+        ValueError: a module or option the export cannot express (e.g. ``proj_size``).
+
+    Example:
+        >>> import os, tempfile, numpy as np, rnnkit, rnnkit.onnx
+        >>> path = os.path.join(tempfile.mkdtemp(), "lstm.onnx")
+        >>> rnnkit.onnx.export(rnnkit.nn.LSTM(3, 4, num_layers=2), path, (5, 2, 3))
+        >>> import onnxruntime
+        >>> session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        >>> [o.name for o in session.get_outputs()]
+        ['output', 'h_n', 'c_n']
+    """
+    _require_onnx()
+    from ._export import export as _export
+
+    _export(module, path, input, opset_version=opset_version,
+            initial_states=initial_states, sequence_lens=sequence_lens, dtype=dtype)
+
+
+def load_weights(path: str | os.PathLike):
+    """Rebuild rnnkit layers, with torch-layout weights, from the LSTM/GRU/RNN nodes of an
+    ONNX model.
+
+    Consecutive nodes where each reads the previous one's output (as the layers of
+    ``rnnkit.onnx.export`` or ``torch.onnx.export`` do) become one multi-layer module;
+    a leading ``Transpose`` from the graph input marks ``batch_first``.
+
+    Returns:
+        The module when the model holds one such chain, else a list of modules in graph
+        order.
+
+    Raises:
+        ValueError: no recurrent node, weights that are not constants, or an operator
+            variant torch has no layer for (peepholes, clipping, ``linear_before_reset=0``).
+
+    Example:
+        >>> import os, tempfile, numpy as np, rnnkit, rnnkit.onnx
+        >>> path = os.path.join(tempfile.mkdtemp(), "gru.onnx")
+        >>> gru = rnnkit.nn.GRU(3, 4, num_layers=2, bidirectional=True)
+        >>> rnnkit.onnx.export(gru, path, (5, 2, 3))
+        >>> rnnkit.onnx.load_weights(path)
+        GRU(3, 4, num_layers=2, bidirectional=True)
+    """
+    _require_onnx()
+    from ._import import load_weights as _load_weights
+
+    return _load_weights(path)
