@@ -324,3 +324,15 @@ def test_load_pt_where_torch_cannot_be_imported(tmp_path, torch):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_load_module_of_a_model(tmp_path):
+    models = pytest.importorskip("rnnkit.models")
+    if not hasattr(models, "SequenceClassifier"):
+        pytest.skip("rnnkit.models.SequenceClassifier not in this checkout")
+    model = models.SequenceClassifier(3, 4, model="gru", hidden_size=5, num_layers=2)
+    rnnkit.save(model, tmp_path / "model.safetensors")
+    rebuilt = rnnkit.load_module(tmp_path / "model.safetensors")
+    assert type(rebuilt) is models.SequenceClassifier
+    assert rebuilt.config() == model.config()
+    _equal_dicts(rebuilt.state_dict(), model.state_dict())
