@@ -24,7 +24,7 @@ from autograd.extend import VSpace, defvjp_argnums, primitive
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import getval, isbox
 
-from . import _reference as _ops
+from . import _ops
 
 # ---------------------------------------------------------------- no_grad
 

@@ -1,0 +1,265 @@
+r"""GRU kernels: one layer, one direction, all L steps. Rows r, z, n of
+https://pytorch.org/docs/stable/generated/torch.nn.GRU.html::
+
+    r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+    z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
+    n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+The slow twins are ``rnnkit._reference.gru_forward`` / ``gru_backward``; the
+wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# ---------------------------------------------------------------- scalar math
+# Inside numba, np.exp / np.tanh on a scalar are libm calls that LLVM cannot
+# vectorize (no SVML). These forms are plain arithmetic plus one bitcast, so the
+# gate loops below compile to SIMD code; float64 stays within ~2 ulp of libm
+# (Cephes' approximations), float32 within ~1 ulp of float32. Each function is the
+# slow twin (plain NumPy, used under NUMBA_DISABLE_JIT) plus an @overload per dtype.
+
+
+@intrinsic
+def _f64_bits(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits``: one LLVM bitcast."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the int64 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+
+    return types.float32(types.int64), codegen
+
+
+@njit(error_model="numpy")
+def _exp64(x):
+    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r)
+    x = 709.0 if x > 709.0 else (-708.0 if x < -708.0 else x)
+    k = np.floor(x * 1.4426950408889634 + 0.5)
+    r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
+    rr = r * r
+    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+             + 9.99999999999999999910e-1)
+    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+         + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    return (1.0 + 2.0 * (p / (q - p))) * _f64_bits((np.int64(k) + 1023) << 52)  # × 2^k
+
+
+@njit(error_model="numpy")
+def _exp32(x):
+    # Cephes expf: the same reduction, e^r by a degree-7 polynomial
+    hi, lo = np.float32(88.0), np.float32(-87.0)
+    x = hi if x > hi else (lo if x < lo else x)
+    k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    return (p * (r * r) + r + np.float32(1.0)) * _f32_bits((np.int64(k) + 127) << 23)
+
+
+@njit(error_model="numpy")
+def _sigmoid64(x):
+    return 1.0 / (1.0 + _exp64(-x))  # σ(x) = 1 / (1 + e^-x); e^-x saturates, never inf
+
+
+@njit(error_model="numpy")
+def _sigmoid32(x):
+    one = np.float32(1.0)
+    return one / (one + _exp32(-x))
+
+
+@njit(error_model="numpy")
+def _tanh64(x):
+    # |x| < 0.625: Cephes' rational x + x³ P(x²)/Q(x²) (no cancellation near 0);
+    # otherwise 1 - 2 / (e^{2|x|} + 1), then the sign back
+    a = abs(x)
+    z = a * a
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+        - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+        + 4.84406305325125486048e3
+    small = a + a * z * (p / q)
+    large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
+    t = small if a < 0.625 else large
+    return t if x >= 0.0 else -t
+
+
+@njit(error_model="numpy")
+def _tanh32(x):
+    one = np.float32(1.0)
+    a = abs(x)
+    z = a * a
+    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
+    p = p * z - np.float32(5.37397155531e-2)
+    p = p * z + np.float32(1.33314422036e-1)
+    p = p * z - np.float32(3.33332819422e-1)
+    small = p * z * a + a
+    large = one - np.float32(2.0) / (_exp32(a + a) + one)
+    t = small if a < np.float32(0.625) else large
+    return t if x >= np.float32(0.0) else -t
+
+
+def _sigmoid(x):
+    e = np.exp(-abs(x))  # slow twin: exact, never overflows
+    return 1 / (1 + e) if x >= 0 else e / (1 + e)
+
+
+def _tanh(x):
+    return np.tanh(x)
+
+
+def _by_dtype(f32, f64):
+    """An @overload typer: the float32 or the float64 form, by the argument's type."""
+
+    def typer(x):
+        f = f32 if isinstance(x, types.Float) and x.bitwidth == 32 else f64
+        return lambda x: f(x)
+
+    return typer
+
+
+overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
+overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
+
+# ---------------------------------------------------------------- kernels
+# Every kernel runs the rows [lo, hi) of the batch, so two threads can each take
+# a half (rows are independent). At processing step s (time t = s, or L-1-s
+# reversed) rows [lo, min(bs[t], hi)) are active; the others keep their state and
+# output zeros (packed input: rows sorted by decreasing length).
+_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_OPTS)
+def _gru_gates(gm, xm, b_hh, hn, H):
+    """One row: gm holds h W_hh^T on entry, r, z, n on exit; hn = W_hn h + b_hn."""
+    for j in range(H):
+        hn[j] = gm[2 * H + j] + b_hh[2 * H + j]
+    for k in range(2 * H):
+        gm[k] = _sigmoid(xm[k] + (gm[k] + b_hh[k]))
+    for j in range(H):  # torch's GRU: r scales (W_hn h + b_hn)
+        gm[2 * H + j] = _tanh(xm[2 * H + j] + gm[j] * hn[j])
+
+
+@njit(**_OPTS)
+def _gru_cell(gm, h_prev, h_new, H):
+    """One row: h' = (1 - z) ⊙ n + z ⊙ h."""
+    for j in range(H):
+        z = gm[H + j]
+        h_new[j] = (1 - z) * gm[2 * H + j] + z * h_prev[j]
+
+
+@njit(**_OPTS)
+def gru_forward_infer(xw, w_hh, b_hh, bs, reverse, lo, hi, h, output, z, hn):
+    """Inference: keeps only the running state.
+
+    xw      (L, N, G)   read      x W_ih^T + b_ih, one GEMM by the caller; G = 3H
+    w_hh    (G, H)      read
+    b_hh    (G,)        read      zeros without bias
+    bs      (L,) int64  read      active rows per time step
+    h       (N, H)                h_0 on entry, h_n on exit
+    output  (L, N, H)   written   zeros where a row is inactive
+    z       (N, G)      scratch   gates of one step
+    hn      (N, H)      scratch   W_hn h + b_hn of the step
+    """
+    L, N, G = xw.shape
+    H = G // 3
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        if n > lo:
+            np.dot(h[lo:n], w_hh.T, z[lo:n])  # (n, G): the one GEMM of the step
+            for m in range(lo, n):
+                _gru_gates(z[m], xw[t, m], b_hh, hn[m], H)
+                _gru_cell(z[m], h[m], h[m], H)
+        for m in range(lo, n):
+            output[t, m, :] = h[m]
+        for m in range(n, hi):
+            output[t, m, :] = 0.0
+
+
+@njit(**_OPTS)
+def gru_forward_train(xw, w_hh, b_hh, bs, reverse, lo, hi, hs, gates, hn, output):
+    """Training: keeps what ``gru_backward`` needs, in processing order.
+
+    hs      (L+1, N, H)  written  hs[0] holds h_0 on entry; hs[s] enters step s
+    gates   (L, N, G)    written  r, z, n; zeros if inactive
+    hn      (L, N, H)    written  W_hn h + b_hn; zeros if inactive
+    output  (L, N, H)    written
+    (the rest as ``gru_forward_infer``)
+    """
+    L, N, G = xw.shape
+    H = G // 3
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        z = gates[s]
+        if n > lo:
+            np.dot(hs[s, lo:n], w_hh.T, z[lo:n])
+            for m in range(lo, n):
+                _gru_gates(z[m], xw[t, m], b_hh, hn[s, m], H)
+                _gru_cell(z[m], hs[s, m], hs[s + 1, m], H)
+        for m in range(lo, n):
+            output[t, m, :] = hs[s + 1, m]
+        for m in range(n, hi):  # inactive: the state carries over
+            hs[s + 1, m, :] = hs[s, m]
+            z[m, :] = 0.0
+            hn[s, m, :] = 0.0
+            output[t, m, :] = 0.0
+
+
+@njit(**_OPTS)
+def gru_backward(w_hh, bs, reverse, lo, hi, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
+    """The fused BPTT of ``gru_forward_train``, from the last processing step down.
+
+    hs, gates, hn        read     the forward's histories
+    d_output (L, N, H)   read     dL/d output, time order
+    dh       (N, H)               dh_n on entry, dh_0 on exit
+    dxw      (L, N, G)   written  d(x W_ih^T + b_ih), processing order; zeros if inactive
+    dhw      (L, N, G)   written  d(h W_hh^T + b_hh), likewise
+    dhs      (N, H)      scratch  dL/dh' of the step
+    """
+    L, N, G = dxw.shape
+    H = G // 3
+    for s in range(L - 1, -1, -1):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        for m in range(n, hi):
+            dxw[s, m, :] = 0.0
+            dhw[s, m, :] = 0.0
+        if n == lo:
+            continue
+        for m in range(lo, n):
+            gm, dx, dw, hp, hnm = gates[s, m], dxw[s, m], dhw[s, m], hs[s, m], hn[s, m]
+            dhm, dom, dhsm = dh[m], d_output[t, m], dhs[m]
+            for j in range(H):
+                dhsm[j] = dhm[j] + dom[j]  # from the next step and from the output
+            for j in range(H):
+                r, z, ng = gm[j], gm[H + j], gm[2 * H + j]
+                da_n = dhsm[j] * (1 - z) * (1 - ng * ng)  # h' = (1-z) n + z h; tanh' = 1 - n²
+                dx[j] = da_n * hnm[j] * r * (1 - r)  # n = tanh(... + r ⊙ hn); σ' = σ(1 - σ)
+                dx[H + j] = dhsm[j] * (hp[j] - ng) * z * (1 - z)
+                dx[2 * H + j] = da_n
+            for j in range(H):
+                dw[j] = dx[j]
+                dw[H + j] = dx[H + j]
+                dw[2 * H + j] = dx[2 * H + j] * gm[j]  # r ⊙ (W_hn h + b_hn)
+        np.dot(dhw[s, lo:n], w_hh, dh[lo:n])  # (n, H)
+        for m in range(lo, n):
+            gm, dhm, dhsm = gates[s, m], dh[m], dhs[m]
+            for j in range(H):
+                dhm[j] = dhsm[j] * gm[H + j] + dhm[j]  # + z ⊙ dh' directly

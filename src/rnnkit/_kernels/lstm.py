@@ -1,0 +1,284 @@
+r"""LSTM kernels: one layer, one direction, all L steps. Rows i, f, g, o of
+https://pytorch.org/docs/stable/generated/torch.nn.LSTM.html::
+
+    i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)     c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)     h_t = o_t ⊙ tanh(c_t)
+    g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)  h_t = W_hr h_t   (proj_size > 0)
+    o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
+
+The slow twins are ``rnnkit._reference.lstm_forward`` / ``lstm_backward``; the
+wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# ---------------------------------------------------------------- scalar math
+# Inside numba, np.exp / np.tanh on a scalar are libm calls that LLVM cannot
+# vectorize (no SVML). These forms are plain arithmetic plus one bitcast, so the
+# gate loops below compile to SIMD code; float64 stays within ~2 ulp of libm
+# (Cephes' approximations), float32 within ~1 ulp of float32. Each function is the
+# slow twin (plain NumPy, used under NUMBA_DISABLE_JIT) plus an @overload per dtype.
+
+
+@intrinsic
+def _f64_bits(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits``: one LLVM bitcast."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the int64 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+
+    return types.float32(types.int64), codegen
+
+
+@njit(error_model="numpy")
+def _exp64(x):
+    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r)
+    x = 709.0 if x > 709.0 else (-708.0 if x < -708.0 else x)
+    k = np.floor(x * 1.4426950408889634 + 0.5)
+    r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
+    rr = r * r
+    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+             + 9.99999999999999999910e-1)
+    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+         + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    return (1.0 + 2.0 * (p / (q - p))) * _f64_bits((np.int64(k) + 1023) << 52)  # × 2^k
+
+
+@njit(error_model="numpy")
+def _exp32(x):
+    # Cephes expf: the same reduction, e^r by a degree-7 polynomial
+    hi, lo = np.float32(88.0), np.float32(-87.0)
+    x = hi if x > hi else (lo if x < lo else x)
+    k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    return (p * (r * r) + r + np.float32(1.0)) * _f32_bits((np.int64(k) + 127) << 23)
+
+
+@njit(error_model="numpy")
+def _sigmoid64(x):
+    return 1.0 / (1.0 + _exp64(-x))  # σ(x) = 1 / (1 + e^-x); e^-x saturates, never inf
+
+
+@njit(error_model="numpy")
+def _sigmoid32(x):
+    one = np.float32(1.0)
+    return one / (one + _exp32(-x))
+
+
+@njit(error_model="numpy")
+def _tanh64(x):
+    # |x| < 0.625: Cephes' rational x + x³ P(x²)/Q(x²) (no cancellation near 0);
+    # otherwise 1 - 2 / (e^{2|x|} + 1), then the sign back
+    a = abs(x)
+    z = a * a
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+        - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+        + 4.84406305325125486048e3
+    small = a + a * z * (p / q)
+    large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
+    t = small if a < 0.625 else large
+    return t if x >= 0.0 else -t
+
+
+@njit(error_model="numpy")
+def _tanh32(x):
+    one = np.float32(1.0)
+    a = abs(x)
+    z = a * a
+    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
+    p = p * z - np.float32(5.37397155531e-2)
+    p = p * z + np.float32(1.33314422036e-1)
+    p = p * z - np.float32(3.33332819422e-1)
+    small = p * z * a + a
+    large = one - np.float32(2.0) / (_exp32(a + a) + one)
+    t = small if a < np.float32(0.625) else large
+    return t if x >= np.float32(0.0) else -t
+
+
+def _sigmoid(x):
+    e = np.exp(-abs(x))  # slow twin: exact, never overflows
+    return 1 / (1 + e) if x >= 0 else e / (1 + e)
+
+
+def _tanh(x):
+    return np.tanh(x)
+
+
+def _by_dtype(f32, f64):
+    """An @overload typer: the float32 or the float64 form, by the argument's type."""
+
+    def typer(x):
+        f = f32 if isinstance(x, types.Float) and x.bitwidth == 32 else f64
+        return lambda x: f(x)
+
+    return typer
+
+
+overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
+overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
+
+# ---------------------------------------------------------------- kernels
+# Every kernel runs the rows [lo, hi) of the batch, so two threads can each take
+# a half (rows are independent). At processing step s (time t = s, or L-1-s
+# reversed) rows [lo, min(bs[t], hi)) are active; the others keep their state and
+# output zeros (packed input: rows sorted by decreasing length).
+_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_OPTS)
+def _lstm_gates(z, xw_t, lo, n, H):
+    """z[m] += xw_t[m], then σ on i, f, o and tanh on g, in place, rows [lo, n)."""
+    for m in range(lo, n):
+        zm, xm = z[m], xw_t[m]
+        for k in range(2 * H):
+            zm[k] = _sigmoid(zm[k] + xm[k])
+        for k in range(2 * H, 3 * H):
+            zm[k] = _tanh(zm[k] + xm[k])
+        for k in range(3 * H, 4 * H):
+            zm[k] = _sigmoid(zm[k] + xm[k])
+
+
+@njit(**_OPTS)
+def _lstm_cell(gm, c_prev, c_new, h_new, H):
+    """One row: c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c'). One written array per loop."""
+    for j in range(H):
+        c_new[j] = gm[H + j] * c_prev[j] + gm[j] * gm[2 * H + j]
+    for j in range(H):
+        h_new[j] = gm[3 * H + j] * _tanh(c_new[j])
+
+
+@njit(**_OPTS)
+def lstm_forward_infer(xw, w_hh, w_hr, bs, reverse, lo, hi, h, c, output, z, r):
+    """Inference: keeps only the running state.
+
+    xw      (L, N, G)   read      x W_ih^T + b_ih + b_hh, one GEMM by the caller; G = 4H
+    w_hh    (G, P)      read      P = proj_size, or H
+    w_hr    (P, H)      read      projection; (0, 0) without
+    bs      (L,) int64  read      active rows per time step
+    h, c    (N, P), (N, H)        h_0, c_0 on entry, h_n, c_n on exit
+    output  (L, N, P)   written   zeros where a row is inactive
+    z       (N, G)      scratch   gates of one step
+    r       (N, H)      scratch   o ⊙ tanh(c') before the projection; (0, 0) without
+    """
+    L, N, G = xw.shape
+    H = G // 4
+    proj = w_hr.shape[0] > 0
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        if n > lo:
+            np.dot(h[lo:n], w_hh.T, z[lo:n])  # (n, G): the one GEMM of the step
+            _lstm_gates(z, xw[t], lo, n, H)
+            for m in range(lo, n):
+                _lstm_cell(z[m], c[m], c[m], r[m] if proj else h[m], H)
+            if proj:
+                np.dot(r[lo:n], w_hr.T, h[lo:n])  # h' = W_hr (o ⊙ tanh c')
+        for m in range(lo, n):
+            output[t, m, :] = h[m]
+        for m in range(n, hi):
+            output[t, m, :] = 0.0
+
+
+@njit(**_OPTS)
+def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, lo, hi, hs, cs, gates, output, r):
+    """Training: keeps what ``lstm_backward`` needs, in processing order.
+
+    hs      (L+1, N, P)  written  hs[0] holds h_0 on entry; hs[s] enters step s
+    cs      (L+1, N, H)  written  likewise for c
+    gates   (L, N, G)    written  i, f, g, o after their nonlinearity; zeros if inactive
+    output  (L, N, P)    written
+    (the rest as ``lstm_forward_infer``)
+    """
+    L, N, G = xw.shape
+    H = G // 4
+    proj = w_hr.shape[0] > 0
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        z = gates[s]
+        if n > lo:
+            np.dot(hs[s, lo:n], w_hh.T, z[lo:n])
+            _lstm_gates(z, xw[t], lo, n, H)
+            for m in range(lo, n):
+                _lstm_cell(z[m], cs[s, m], cs[s + 1, m], r[m] if proj else hs[s + 1, m], H)
+            if proj:
+                np.dot(r[lo:n], w_hr.T, hs[s + 1, lo:n])
+        for m in range(lo, n):
+            output[t, m, :] = hs[s + 1, m]
+        for m in range(n, hi):  # inactive: the state carries over
+            hs[s + 1, m, :] = hs[s, m]
+            cs[s + 1, m, :] = cs[s, m]
+            z[m, :] = 0.0
+            output[t, m, :] = 0.0
+
+
+@njit(**_OPTS)
+def lstm_backward(w_hh, w_hr, bs, reverse, lo, hi, cs, gates, d_output, dh, dc, dz,
+                  dh_steps, dr, tc):
+    """The fused BPTT of ``lstm_forward_train``, from the last processing step down.
+
+    w_hh, w_hr, bs       read     as the forward
+    cs, gates            read     the forward's histories
+    d_output (L, N, P)   read     dL/d output, time order
+    dh, dc   (N, P), (N, H)       dh_n, dc_n on entry; dh_0, dc_0 on exit
+    dz       (L, N, G)   written  dL/d pre-activations, processing order; zeros if inactive
+    dh_steps (L, N, P)   written  dL/dh' of every step (for dW_hr); (0, 0, 0) without
+    dr       (N, H)      scratch  dL/d(o ⊙ tanh c'); (0, 0) without projection
+    tc       (N, H)      scratch  tanh(c'), a row per batch row (threads share nothing)
+    """
+    L, N, G = dz.shape
+    H = G // 4
+    proj = w_hr.shape[0] > 0
+    for s in range(L - 1, -1, -1):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        for m in range(n, hi):
+            dz[s, m, :] = 0.0
+            if proj:
+                dh_steps[s, m, :] = 0.0
+        if n == lo:
+            continue
+        P = dh.shape[1]
+        for m in range(lo, n):
+            for p in range(P):
+                dh[m, p] += d_output[t, m, p]  # from the next step and from the output
+        if proj:
+            for m in range(lo, n):
+                dh_steps[s, m, :] = dh[m]
+            np.dot(dh[lo:n], w_hr, dr[lo:n])  # back through h' = W_hr (o ⊙ tanh c')
+        dhs = dr if proj else dh
+        for m in range(lo, n):
+            gm, dzm, dcm, dhm, tcm = gates[s, m], dz[s, m], dc[m], dhs[m], tc[m]
+            c_new, c_old = cs[s + 1, m], cs[s, m]
+            for j in range(H):
+                tcm[j] = _tanh(c_new[j])
+            for j in range(H):  # dc' = dc + dh ⊙ o ⊙ tanh'(c'),  tanh' = 1 - tanh²
+                dcm[j] = dcm[j] + dhm[j] * gm[3 * H + j] * (1 - tcm[j] * tcm[j])
+            for j in range(H):  # σ' = σ(1 - σ), tanh' = 1 - tanh²
+                i, f, g, o = gm[j], gm[H + j], gm[2 * H + j], gm[3 * H + j]
+                dzm[j] = dcm[j] * g * i * (1 - i)  # di = dc' ⊙ g
+                dzm[H + j] = dcm[j] * c_old[j] * f * (1 - f)  # df = dc' ⊙ c
+                dzm[2 * H + j] = dcm[j] * i * (1 - g * g)  # dg = dc' ⊙ i
+                dzm[3 * H + j] = dhm[j] * tcm[j] * o * (1 - o)  # do = dh ⊙ tanh c'
+            for j in range(H):
+                dcm[j] = dcm[j] * gm[H + j]  # c' = f ⊙ c + i ⊙ g
+        np.dot(dz[s, lo:n], w_hh, dh[lo:n])  # (n, P)

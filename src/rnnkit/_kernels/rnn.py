@@ -1,0 +1,229 @@
+r"""Elman RNN kernels: one layer, one direction, all L steps, as
+https://pytorch.org/docs/stable/generated/torch.nn.RNN.html::
+
+    h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)     (or relu)
+
+The slow twins are ``rnnkit._reference.rnn_forward`` / ``rnn_backward``; the
+wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+# ---------------------------------------------------------------- scalar math
+# Inside numba, np.exp / np.tanh on a scalar are libm calls that LLVM cannot
+# vectorize (no SVML). These forms are plain arithmetic plus one bitcast, so the
+# gate loops below compile to SIMD code; float64 stays within ~2 ulp of libm
+# (Cephes' approximations), float32 within ~1 ulp of float32. Each function is the
+# slow twin (plain NumPy, used under NUMBA_DISABLE_JIT) plus an @overload per dtype.
+
+
+@intrinsic
+def _f64_bits(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits``: one LLVM bitcast."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the int64 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+
+    return types.float32(types.int64), codegen
+
+
+@njit(error_model="numpy")
+def _exp64(x):
+    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r)
+    x = 709.0 if x > 709.0 else (-708.0 if x < -708.0 else x)
+    k = np.floor(x * 1.4426950408889634 + 0.5)
+    r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
+    rr = r * r
+    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+             + 9.99999999999999999910e-1)
+    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+         + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    return (1.0 + 2.0 * (p / (q - p))) * _f64_bits((np.int64(k) + 1023) << 52)  # × 2^k
+
+
+@njit(error_model="numpy")
+def _exp32(x):
+    # Cephes expf: the same reduction, e^r by a degree-7 polynomial
+    hi, lo = np.float32(88.0), np.float32(-87.0)
+    x = hi if x > hi else (lo if x < lo else x)
+    k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    return (p * (r * r) + r + np.float32(1.0)) * _f32_bits((np.int64(k) + 127) << 23)
+
+
+@njit(error_model="numpy")
+def _sigmoid64(x):
+    return 1.0 / (1.0 + _exp64(-x))  # σ(x) = 1 / (1 + e^-x); e^-x saturates, never inf
+
+
+@njit(error_model="numpy")
+def _sigmoid32(x):
+    one = np.float32(1.0)
+    return one / (one + _exp32(-x))
+
+
+@njit(error_model="numpy")
+def _tanh64(x):
+    # |x| < 0.625: Cephes' rational x + x³ P(x²)/Q(x²) (no cancellation near 0);
+    # otherwise 1 - 2 / (e^{2|x|} + 1), then the sign back
+    a = abs(x)
+    z = a * a
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+        - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+        + 4.84406305325125486048e3
+    small = a + a * z * (p / q)
+    large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
+    t = small if a < 0.625 else large
+    return t if x >= 0.0 else -t
+
+
+@njit(error_model="numpy")
+def _tanh32(x):
+    one = np.float32(1.0)
+    a = abs(x)
+    z = a * a
+    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
+    p = p * z - np.float32(5.37397155531e-2)
+    p = p * z + np.float32(1.33314422036e-1)
+    p = p * z - np.float32(3.33332819422e-1)
+    small = p * z * a + a
+    large = one - np.float32(2.0) / (_exp32(a + a) + one)
+    t = small if a < np.float32(0.625) else large
+    return t if x >= np.float32(0.0) else -t
+
+
+def _sigmoid(x):
+    e = np.exp(-abs(x))  # slow twin: exact, never overflows
+    return 1 / (1 + e) if x >= 0 else e / (1 + e)
+
+
+def _tanh(x):
+    return np.tanh(x)
+
+
+def _by_dtype(f32, f64):
+    """An @overload typer: the float32 or the float64 form, by the argument's type."""
+
+    def typer(x):
+        f = f32 if isinstance(x, types.Float) and x.bitwidth == 32 else f64
+        return lambda x: f(x)
+
+    return typer
+
+
+overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
+overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
+
+# ---------------------------------------------------------------- kernels
+# Every kernel runs the rows [lo, hi) of the batch, so two threads can each take
+# a half (rows are independent). At processing step s (time t = s, or L-1-s
+# reversed) rows [lo, min(bs[t], hi)) are active; the others keep their state and
+# output zeros (packed input: rows sorted by decreasing length).
+_OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+@njit(**_OPTS)
+def _rnn_act(am, xm, h_new, relu, H):
+    """One row: h' = tanh(xw + h W_hh^T), or relu."""
+    if relu:
+        for j in range(H):
+            v = xm[j] + am[j]
+            h_new[j] = v if v > 0 else 0.0
+    else:
+        for j in range(H):
+            h_new[j] = _tanh(xm[j] + am[j])
+
+
+@njit(**_OPTS)
+def rnn_forward_infer(xw, w_hh, bs, reverse, relu, lo, hi, h, output, a):
+    """Inference: keeps only the running state.
+
+    xw      (L, N, H)   read      x W_ih^T + b_ih + b_hh, one GEMM by the caller
+    w_hh    (H, H)      read
+    bs      (L,) int64  read      active rows per time step
+    relu    bool                  relu instead of tanh
+    h       (N, H)                h_0 on entry, h_n on exit
+    output  (L, N, H)   written   zeros where a row is inactive
+    a       (N, H)      scratch   h W_hh^T of one step
+    """
+    L, N, H = xw.shape
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        if n > lo:
+            np.dot(h[lo:n], w_hh.T, a[lo:n])  # (n, H): the one GEMM of the step
+            for m in range(lo, n):
+                _rnn_act(a[m], xw[t, m], h[m], relu, H)
+        for m in range(lo, n):
+            output[t, m, :] = h[m]
+        for m in range(n, hi):
+            output[t, m, :] = 0.0
+
+
+@njit(**_OPTS)
+def rnn_forward_train(xw, w_hh, bs, reverse, relu, lo, hi, hs, output, a):
+    """Training: keeps the state history.
+
+    hs      (L+1, N, H)  written  hs[0] holds h_0 on entry; hs[s] enters step s
+    (the rest as ``rnn_forward_infer``)
+    """
+    L, N, H = xw.shape
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        if n > lo:
+            np.dot(hs[s, lo:n], w_hh.T, a[lo:n])
+            for m in range(lo, n):
+                _rnn_act(a[m], xw[t, m], hs[s + 1, m], relu, H)
+        for m in range(lo, n):
+            output[t, m, :] = hs[s + 1, m]
+        for m in range(n, hi):  # inactive: the state carries over
+            hs[s + 1, m, :] = hs[s, m]
+            output[t, m, :] = 0.0
+
+
+@njit(**_OPTS)
+def rnn_backward(w_hh, bs, reverse, relu, lo, hi, hs, d_output, dh, da):
+    """The fused BPTT of ``rnn_forward_train``, from the last processing step down.
+
+    hs       (L+1, N, H)  read     the forward's history
+    d_output (L, N, H)    read     dL/d output, time order
+    dh       (N, H)                dh_n on entry, dh_0 on exit
+    da       (L, N, H)    written  dL/d pre-activation, processing order; zeros if inactive
+    """
+    L, N, H = da.shape
+    for s in range(L - 1, -1, -1):
+        t = L - 1 - s if reverse else s
+        n = max(min(bs[t], hi), lo)
+        for m in range(n, hi):
+            da[s, m, :] = 0.0
+        if n == lo:
+            continue
+        for m in range(lo, n):
+            dam, dhm, dom, hn = da[s, m], dh[m], d_output[t, m], hs[s + 1, m]
+            if relu:
+                for j in range(H):  # relu' = 1 where the output is positive
+                    dam[j] = (dhm[j] + dom[j]) if hn[j] > 0 else 0.0
+            else:
+                for j in range(H):  # tanh' = 1 - tanh²
+                    dam[j] = (dhm[j] + dom[j]) * (1 - hn[j] * hn[j])
+        np.dot(da[s, lo:n], w_hh, dh[lo:n])  # (n, H)

@@ -1,0 +1,182 @@
+"""The compiled kernels (``rnnkit._ops``) equal the plain-NumPy loops (``rnnkit._reference``).
+
+Forward (inference and training), saved histories and the fused backward, for
+LSTM (with and without projection), GRU and RNN tanh/relu; padded and packed
+(``batch_sizes``), both directions, with and without bias, float32 and float64,
+with batches big enough to take the two-thread path. A subset reruns in a
+subprocess with ``NUMBA_DISABLE_JIT=1``, where the kernels run as Python.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from rnnkit import _ops, _reference
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
+
+
+def _close(a, b, dtype, what):
+    if b is None:
+        assert a is None, what
+        return
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+    assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != {b.dtype}"
+    np.testing.assert_allclose(a, b, err_msg=what, **TOL[dtype])
+
+
+def _case(mode, dtype, L, N, H_in, H, packed, bias, proj=0, seed=0):
+    rng = np.random.default_rng(seed)
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[mode] * H
+    P = proj or H
+
+    def u(*shape, scale=1.0):
+        return (rng.uniform(-1, 1, shape) * scale).astype(dtype)
+
+    k = 1 / np.sqrt(H)
+    args = dict(x=u(L, N, H_in, scale=2), h_0=u(N, P), c_0=u(N, H), w_ih=u(G, H_in, scale=k),
+                w_hh=u(G, P, scale=k), b_ih=u(G, scale=k) if bias else None,
+                b_hh=u(G, scale=k) if bias else None, w_hr=u(P, H, scale=k) if proj else None)
+    batch_sizes = None
+    if packed:
+        lengths = np.sort(rng.integers(1, L + 1, N))[::-1]
+        lengths[0] = L
+        batch_sizes = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
+        mask = np.arange(L)[:, None] < lengths[None, :]
+        args["x"] = args["x"] * mask[:, :, None].astype(dtype)
+    d_out = u(L, N, P)
+    if packed:
+        d_out = d_out * mask[:, :, None].astype(dtype)
+    return args, batch_sizes, d_out, u(N, P), u(N, H)
+
+
+def _run(impl, mode, args, batch_sizes, reverse, keep, nonlinearity="tanh"):
+    a = args
+    if mode == "LSTM":
+        b = None if a["b_ih"] is None else a["b_ih"] + a["b_hh"]
+        return impl.lstm_forward(a["x"], a["h_0"], a["c_0"], a["w_ih"], a["w_hh"], b, a["w_hr"],
+                                 batch_sizes, reverse, keep=keep)
+    if mode == "GRU":
+        return impl.gru_forward(a["x"], a["h_0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"],
+                                batch_sizes, reverse, keep=keep)
+    b = None if a["b_ih"] is None else a["b_ih"] + a["b_hh"]
+    return impl.rnn_forward(a["x"], a["h_0"], a["w_ih"], a["w_hh"], b, nonlinearity,
+                            batch_sizes, reverse, keep=keep)
+
+
+def _backward(impl, mode, args, saved, batch_sizes, reverse, d_out, dh_n, dc_n, nonlinearity):
+    a = args
+    if mode == "LSTM":
+        return impl.lstm_backward(a["x"], a["w_ih"], a["w_hh"], a["w_hr"], saved, d_out, dh_n,
+                                  dc_n, batch_sizes, reverse)
+    if mode == "GRU":
+        return impl.gru_backward(a["x"], a["w_ih"], a["w_hh"], saved, d_out, dh_n, batch_sizes,
+                                 reverse)
+    return impl.rnn_backward(a["x"], a["w_ih"], a["w_hh"], saved, d_out, dh_n, nonlinearity,
+                             batch_sizes, reverse)
+
+
+def check(mode, dtype, L, N, H_in, H, packed, reverse, bias=True, proj=0, nonlinearity="tanh"):
+    args, bs, d_out, dh_n, dc_n = _case(mode, dtype, L, N, H_in, H, packed, bias, proj)
+    inputs = {k: (None if v is None else v.copy()) for k, v in args.items()}
+    for keep in (False, True):
+        ours = _run(_ops, mode, args, bs, reverse, keep, nonlinearity)
+        theirs = _run(_reference, mode, args, bs, reverse, keep, nonlinearity)
+        for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
+            _close(o, t, dtype, f"{mode} forward keep={keep} result {i}")
+        if keep:
+            assert ours[-1].keys() == theirs[-1].keys()
+            for k in theirs[-1]:
+                _close(ours[-1][k], theirs[-1][k], dtype, f"{mode} saved {k!r}")
+        else:
+            assert ours[-1] is None
+    dh_n = dh_n[:, : ours[1].shape[1]]
+    g_ours = _backward(_ops, mode, args, ours[-1], bs, reverse, d_out, dh_n, dc_n, nonlinearity)
+    g_theirs = _backward(_reference, mode, args, theirs[-1], bs, reverse, d_out, dh_n, dc_n,
+                         nonlinearity)
+    for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
+        _close(o, t, dtype, f"{mode} backward result {i}")
+    for k, v in inputs.items():  # nothing the caller passed is written
+        if v is not None:
+            np.testing.assert_array_equal(args[k], v, err_msg=f"{k} was modified")
+
+
+MODES = [("LSTM", 0, "tanh"), ("LSTM", 3, "tanh"), ("GRU", 0, "tanh"), ("RNN", 0, "tanh"),
+         ("RNN", 0, "relu")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_kernels_equal_reference(dtype, mode, proj, nonlinearity, packed, reverse):
+    check(mode, dtype, L=7, N=5, H_in=4, H=6, packed=packed, reverse=reverse, proj=proj,
+          nonlinearity=nonlinearity)
+
+
+@pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_two_thread_path_equals_reference(mode, proj, nonlinearity, packed):
+    # N * G * H_out above _ops._SPLIT_MIN: the rows run as two halves on two threads
+    check(mode, np.float64, L=6, N=24, H_in=8, H=64, packed=packed, reverse=packed,
+          proj=proj * 8, nonlinearity=nonlinearity)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+def test_no_bias_and_one_row(mode):
+    check(mode, np.float64, L=3, N=1, H_in=2, H=3, packed=False, reverse=True, bias=False)
+
+
+def test_gate_math_extremes():
+    # saturating pre-activations: no overflow, no NaN, σ and tanh at their limits
+    for dtype in (np.float32, np.float64):
+        args, bs, _, _, _ = _case("LSTM", dtype, 4, 3, 2, 5, False, True)
+        args["x"] = (args["x"] * 1e4).astype(dtype)
+        ours = _run(_ops, "LSTM", args, bs, False, True)
+        theirs = _run(_reference, "LSTM", args, bs, False, True)
+        for o, t in zip(ours[:3], theirs[:3], strict=True):
+            _close(o, t, dtype, "saturated")
+
+
+_SLOW_TWIN = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_kernels import check
+import numpy as np
+import numba
+assert numba.config.DISABLE_JIT
+for dtype in (np.float32, np.float64):
+    check("LSTM", dtype, 3, 3, 2, 4, packed=True, reverse=True, proj=2)
+    check("GRU", dtype, 3, 3, 2, 4, packed=True, reverse=False)
+    check("RNN", dtype, 3, 2, 2, 4, packed=False, reverse=True, nonlinearity="relu")
+check("LSTM", np.float64, 2, 24, 2, 64, packed=True, reverse=False)  # the two-thread path
+print("ok")
+"""
+
+
+def test_kernels_as_python_under_disable_jit():
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    code = textwrap.dedent(_SLOW_TWIN.format(tests=os.path.dirname(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+def test_inference_in_chunks_of_steps(mode, monkeypatch):
+    # inference projects the input a bounded number of steps at a time (64 here)
+    monkeypatch.setattr(_ops, "_CHUNK_BYTES", 1)
+    for packed, reverse in [(False, False), (True, True)]:
+        args, bs, _, _, _ = _case(mode, np.float64, 150, 3, 2, 4, packed, True)
+        ours = _run(_ops, mode, args, bs, reverse, False)
+        theirs = _run(_reference, mode, args, bs, reverse, False)
+        for o, t in zip(ours[:-1], theirs[:-1], strict=True):
+            _close(o, t, np.float64, f"{mode} chunked")
