@@ -4,11 +4,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import assert_close
 
 import rnnkit
 from rnnkit import nn
 from rnnkit.nn.utils.rnn import pack_padded_sequence
+
+from helpers import assert_close
 
 
 def _loss(model, x):

@@ -8,6 +8,7 @@ from autograd.test_util import check_grads
 
 from rnnkit import _autodiff
 
+
 def _flat(outputs):
     """All outputs in one traced vector: check_grads needs a single traced result."""
     return anp.concatenate([o.ravel() for o in outputs])

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from helpers import assert_close, build_pair, to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,6 +15,8 @@ from rnnkit.nn.utils.rnn import (
     unpack_sequence,
     unpad_sequence,
 )
+
+from helpers import assert_close, build_pair, to_numpy
 
 torch = pytest.importorskip("torch")
 tr = torch.nn.utils.rnn
@@ -212,7 +213,8 @@ def test_packing_is_differentiable(rng):
     x_t = torch.tensor(x, requires_grad=True)
     packed_t = tr.pack_padded_sequence(x_t, lengths, enforce_sorted=False)
     padded_t, _ = tr.pad_packed_sequence(packed_t, total_length=5, padding_value=2.0)
+    # torch's unpad_sequence transposes its argument in place: give it a copy
     loss_t = (padded_t * torch.tensor(w)).sum() + sum(
-        (s ** 2).sum() for s in tr.unpad_sequence(x_t.clone(), torch.tensor(lengths)))  # torch transposes its argument in place
+        (s ** 2).sum() for s in tr.unpad_sequence(x_t.clone(), torch.tensor(lengths)))
     loss_t.backward()
     assert_close(dx, to_numpy(x_t.grad), 1e-12, 1e-14)

@@ -5,6 +5,12 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import rnnkit
+from rnnkit.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
 from helpers import (
     ATOL,
     GRAD_ATOL,
@@ -15,11 +21,6 @@ from helpers import (
     to_numpy,
     torch_dtype,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-import rnnkit
-from rnnkit.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 torch = pytest.importorskip("torch")
 

@@ -4,12 +4,13 @@ follows the same loss trajectory (float64, rtol 1e-8)."""
 
 import numpy as np
 import pytest
-from helpers import assert_close, to_numpy
 
 import rnnkit
 import rnnkit.numpy as rnp
-from rnnkit import nn, optim
+from rnnkit import nn
 from rnnkit.nn.utils.rnn import pack_padded_sequence
+
+from helpers import assert_close, to_numpy
 
 torch = pytest.importorskip("torch")
 

@@ -136,7 +136,8 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     return output, h, c, saved
 
 
-def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=None, reverse=False):
+def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=None,
+                  reverse=False):
     """The fused BPTT of ``lstm_forward`` (derivation: docs/equations.md).
 
     Returns ``dx, dh_0, dc_0, dw_ih, dw_hh, db, dw_hr`` (``dw_hr`` None without projection).

@@ -294,7 +294,7 @@ def pad_sequence(
                 f", sequences[{k}] has {getval(seq).shape}"
             )
     lengths = [getval(seq).shape[0] for seq in sequences]
-    T, N = max(lengths), len(sequences)
+    T = max(lengths)
     dtype = np.result_type(*(getval(s).dtype for s in sequences))
     pieces = []
     for seq, length in zip(sequences, lengths):
