@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import rnnkit
-from helpers import assert_close
 from rnnkit import nn
+
+from helpers import assert_close
 
 LAYERS = [
     lambda dtype: nn.LSTM(3, 5, dtype=dtype),
