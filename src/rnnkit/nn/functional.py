@@ -137,9 +137,7 @@ def _index_array(name: str, input, size: int, allowed: tuple = ()) -> np.ndarray
     for value in allowed:
         bad &= array != value
     if bad.any():
-        raise ValueError(
-            f"{name} must hold indices in [0, {size}), got {array[bad].flat[0]}"
-        )
+        raise ValueError(f"{name} must hold indices in [0, {size}), got {array[bad].flat[0]}")
     return array
 
 
@@ -167,9 +165,7 @@ def embedding(input, weight, padding_idx: int | None = None):
     """
     w = getval(weight)
     if w.ndim != 2:
-        raise ValueError(
-            f"weight must have shape (num_embeddings, embedding_dim), got {w.shape}"
-        )
+        raise ValueError(f"weight must have shape (num_embeddings, embedding_dim), got {w.shape}")
     num_embeddings = w.shape[0]
     index = _index_array("input", input, num_embeddings)
     if padding_idx is None:
@@ -200,8 +196,7 @@ def _softmax_dim(name: str, ndim: int, dim: int | None) -> int:
         return 0 if ndim in (0, 1, 3) else 1
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise ValueError(
-            f"dim must be in [{-max(ndim, 1)}, {max(ndim, 1) - 1}] for a {ndim}-D input, "
-            f"got {dim}"
+            f"dim must be in [{-max(ndim, 1)}, {max(ndim, 1) - 1}] for a {ndim}-D input, got {dim}"
         )
     return dim % max(ndim, 1)
 
@@ -251,12 +246,19 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"{reduction!r} is not a valid value for reduction; use one of "
-                         f"{_REDUCTIONS}")
+        raise ValueError(
+            f"{reduction!r} is not a valid value for reduction; use one of {_REDUCTIONS}"
+        )
 
 
-def cross_entropy(input, target, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0):
+def cross_entropy(
+    input,
+    target,
+    weight=None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
     r"""Cross entropy between logits and class targets, exactly as
     ``torch.nn.functional.cross_entropy``.
 
@@ -307,8 +309,10 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
     t = np.asarray(getval(target))
     if np.issubdtype(t.dtype, np.floating):  # class probabilities
         if t.shape != x.shape:
-            raise ValueError(f"a float target holds class probabilities and must have "
-                             f"input's shape {x.shape}, got {t.shape}")
+            raise ValueError(
+                f"a float target holds class probabilities and must have "
+                f"input's shape {x.shape}, got {t.shape}"
+            )
         if label_smoothing > 0:
             target = target * (1 - label_smoothing) + label_smoothing / C
         terms = logp * target if w_b is None else logp * target * w_b
@@ -317,11 +321,13 @@ def cross_entropy(input, target, weight=None, ignore_index: int = -100,
             return anp.sum(loss) / max(1, x.size // max(C, 1))  # elements, not weights
         return anp.sum(loss) if reduction == "sum" else loss
 
-    expected = x.shape[:class_dim] + x.shape[class_dim + 1:]
+    expected = x.shape[:class_dim] + x.shape[class_dim + 1 :]
     if t.shape != expected:
         spelled = {0: "()", 1: "(N,)"}.get(len(expected), "(N, d1, ...)")
-        raise ValueError(f"target must have shape {spelled} = {expected} for input of shape "
-                         f"{x.shape}, got {t.shape}")
+        raise ValueError(
+            f"target must have shape {spelled} = {expected} for input of shape "
+            f"{x.shape}, got {t.shape}"
+        )
     t = _index_array("target", t, C, allowed=(ignore_index,))
     keep = t != ignore_index
     safe = np.where(keep, t, 0)

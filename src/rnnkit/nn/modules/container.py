@@ -83,9 +83,11 @@ class Sequential(Module):
         return input
 
     def config(self) -> dict:
-        """The modules' classes and configs, in order (used by ``rnnkit.save``)."""
-        return {
-            "modules": [
-                {"class": type(m).__name__, "config": m.config()} for m in self._modules.values()
-            ]
-        }
+        """The modules' classes and configs, in order (used by ``rnnkit.save``); each entry
+        also carries its ``"name"`` when the names are not the default "0", "1", ...."""
+        names = list(self._modules)
+        specs = [{"class": type(m).__name__, "config": m.config()} for m in self._modules.values()]
+        if names != [str(i) for i in range(len(names))]:
+            for spec, name in zip(specs, names, strict=True):
+                spec["name"] = name
+        return {"modules": specs}
