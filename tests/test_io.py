@@ -337,3 +337,29 @@ def test_load_module_of_a_model(tmp_path):
     assert type(rebuilt) is models.SequenceClassifier
     assert rebuilt.config() == model.config()
     _equal_dicts(rebuilt.state_dict(), model.state_dict())
+
+
+def test_safetensors_header_length_starting_with_pickle_magic(tmp_path):
+    """A safetensors header length whose low byte is 0x80 (pickle's magic) still loads."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(0, 300):
+        save_file({"w": np.arange(3.0)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        raise AssertionError("no padding gave a header length starting with 0x80")
+    np.testing.assert_array_equal(rnnkit.load(path)["w"], np.arange(3.0))
+    module_path = tmp_path / "m.safetensors"
+    lstm = rnnkit.nn.LSTM(2, 3)
+    for pad in range(0, 300):
+        rnnkit.save(lstm, module_path)
+        data = module_path.read_bytes()
+        if data[0] == 0x80:
+            break
+        lstm = rnnkit.nn.LSTM(2, 3 + (pad % 5), num_layers=1 + pad // 5)
+    else:
+        raise AssertionError("no module gave a header length starting with 0x80")
+    rebuilt = rnnkit.load_module(module_path)
+    assert repr(rebuilt) == repr(lstm)

@@ -150,6 +150,14 @@ def save(obj, path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------- load
 
 
+def _looks_like_safetensors(head: bytes) -> bool:
+    """safetensors: an 8-byte little-endian header length, then the JSON header.
+
+    Checked before the pickle magic byte 0x80, which a header length can also start with.
+    """
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little")
+
+
 def load(path: str | os.PathLike):
     """Read the arrays of a safetensors file or of a PyTorch ``.pt``/``.pth`` file.
 
@@ -181,14 +189,14 @@ def load(path: str | os.PathLike):
         head = f.read(9)
     if head[:4] == b"PK\x03\x04":
         return _load_torch_zip(path)
+    if _looks_like_safetensors(head):
+        return _load_safetensors(path)[0]
     if head[:1] == b"\x80" or head[:2] == b"\x1f\x8b":
         raise ValueError(
             f"{path} is a PyTorch file in the legacy (pre-1.6, non-zip) format, which rnnkit "
             "cannot read safely; re-save it with a current torch: "
             "torch.save(torch.load(path), path), or torch.save(model.state_dict(), path)"
         )
-    if len(head) == 9 and head[8:9] == b"{":
-        return _load_safetensors(path)[0]
     raise ValueError(
         f"{path} is neither a safetensors file nor a PyTorch zip file (it starts with "
         f"{head[:8]!r})"
@@ -298,7 +306,7 @@ def load_module(path: str | os.PathLike):
     path = os.fspath(path)
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and not _looks_like_safetensors(head)):
         raise ValueError(
             f"{path} is a PyTorch file, which holds weights but not rnnkit's layer "
             "arguments; build the layer and call layer.load_state_dict(rnnkit.load(path))"
