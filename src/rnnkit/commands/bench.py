@@ -1,0 +1,453 @@
+"""Time rnnkit's LSTM/GRU/RNN against the peers installed (torch, onnxruntime), in one process.
+
+Every cell of the grid runs each framework in turn, interleaved, on the same
+weights and inputs; the table shows median times and the ratios torch/rnnkit
+and ORT/rnnkit (above 1: rnnkit is faster), then their geometric mean, the peak
+memory of one call (each framework in a fresh subprocess) and the first-call
+time (numba compiling cold, then loading from its cache). float32, 2 threads.
+
+Grid (T steps, B batch, I input, H hidden, L layers, D directions):
+  seed T5 B3 I10 H20 L2 | tiny T100 B1 I32 H32 | small T100 B16 I128 H128
+  medium T100 B64 I256 H256 L2 | bidir T100 B32 I256 H256 L2 D2
+  large T50 B64 I1024 H1024 | packed = medium, lengths uniform in [T/2, T]
+Tasks: inference (no_grad) and a training step (forward + backward of output.sum()).
+
+Run it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE rnnkit bench`: those two
+variables, when set, slow OpenBLAS down. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GRID = {  # name: (T, B, I, H, layers, directions, packed)
+    "seed": (5, 3, 10, 20, 2, 1, False),
+    "tiny": (100, 1, 32, 32, 1, 1, False),
+    "small": (100, 16, 128, 128, 1, 1, False),
+    "medium": (100, 64, 256, 256, 2, 1, False),
+    "bidir": (100, 32, 256, 256, 2, 2, False),
+    "large": (50, 64, 1024, 1024, 1, 1, False),
+    "packed": (100, 64, 256, 256, 2, 1, True),
+}
+QUICK = ("seed", "tiny", "small", "packed")
+MODES = ("LSTM", "GRU", "RNN")
+TASKS = ("infer", "train")
+THREADS = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help=f"reduced grid ({', '.join(QUICK)}) and fewer repeats")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead")
+    parser.add_argument("--sizes", default=None,
+                        help=f"comma-separated grid rows, from {', '.join(GRID)}")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: LSTM,GRU,RNN")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per framework and cell (default 15, quick 5)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per cell and framework at most (default 3, quick 1)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--no-compile", action="store_true", help="skip the first-call runs")
+    parser.add_argument("--_memory-child", dest="memory_child", default=None,
+                        help=argparse.SUPPRESS)
+
+
+# ---------------------------------------------------------------- building the cells
+
+
+def _lengths(rng, T, B):
+    import numpy as np
+
+    return np.sort(rng.integers(T // 2, T + 1, B))[::-1].copy()
+
+
+class _Cell:
+    """One (size, mode, task): the same weights and input for every framework."""
+
+    def __init__(self, size, mode, task, seed=0):
+        import numpy as np
+
+        import rnnkit
+
+        self.size, self.mode, self.task = size, mode, task
+        T, B, I, H, layers, D, packed = GRID[size]
+        self.T, self.B, self.I, self.H, self.layers, self.D, self.packed = GRID[size]
+        rng = np.random.default_rng(seed)
+        rnnkit.manual_seed(seed)
+        cls = getattr(rnnkit.nn, mode)
+        self.ours = cls(I, H, num_layers=layers, bidirectional=D == 2)
+        self.x = rng.standard_normal((T, B, I)).astype(np.float32)
+        self.lengths = _lengths(rng, T, B) if packed else None
+        if packed:  # zeros past each end, like a real padded batch
+            self.x[np.arange(T)[:, None] >= self.lengths[None, :]] = 0.0
+
+    # ------------------------------------------------------------ rnnkit
+
+    def rnnkit_call(self):
+        import rnnkit
+        from rnnkit.nn.utils.rnn import pack_padded_sequence
+
+        m, x, lengths = self.ours, self.x, self.lengths
+        if self.task == "infer":
+            if lengths is None:
+                def call():
+                    with rnnkit.no_grad():
+                        return m(x)
+            else:
+                def call():
+                    with rnnkit.no_grad():
+                        return m(pack_padded_sequence(x, lengths, enforce_sorted=False))
+            return call
+
+        def loss(model, x):
+            if lengths is None:
+                return model(x)[0].sum()
+            return model(pack_padded_sequence(x, lengths, enforce_sorted=False))[0].data.sum()
+
+        step = rnnkit.value_and_grad(loss)
+
+        def call():
+            m.zero_grad()
+            return step(m, x)
+
+        return call
+
+    # ------------------------------------------------------------ torch
+
+    def torch_call(self, torch):
+        m = getattr(torch.nn, self.mode)(self.I, self.H, num_layers=self.layers,
+                                         bidirectional=self.D == 2)
+        m.load_state_dict({k: torch.from_numpy(v) for k, v in self.ours.state_dict().items()})
+        x = torch.from_numpy(self.x)
+        lengths = None if self.lengths is None else torch.from_numpy(self.lengths)
+        pack = torch.nn.utils.rnn.pack_padded_sequence
+
+        def forward():
+            if lengths is None:
+                return m(x)
+            return m(pack(x, lengths, enforce_sorted=False))
+
+        if self.task == "infer":
+            def call():
+                with torch.inference_mode():
+                    return forward()
+            return call
+
+        def call():
+            m.zero_grad(set_to_none=True)
+            out = forward()[0]
+            (out if lengths is None else out.data).sum().backward()
+
+        return call
+
+    # ------------------------------------------------------------ onnxruntime
+
+    def ort_call(self, ort, tmpdir):
+        import numpy as np
+
+        import rnnkit.onnx
+
+        if self.task != "infer":
+            return None  # ORT runs inference only
+        path = os.path.join(tmpdir, f"{self.size}-{self.mode}.onnx")
+        rnnkit.onnx.export(self.ours, path, self.x.shape, sequence_lens=self.packed)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        feed = {"input": self.x}
+        if self.packed:
+            feed["sequence_lens"] = self.lengths.astype(np.int32)
+        return lambda: session.run(None, feed)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _time_interleaved(calls, repeats, budget):
+    """Median seconds per framework; one call each in turn, after one warm-up each."""
+    times = {name: [] for name in calls}
+    for call in calls.values():
+        call()
+    spent = dict.fromkeys(calls, 0.0)
+    for _ in range(repeats):
+        for name, call in calls.items():
+            if spent[name] > budget and len(times[name]) >= 3:
+                continue
+            t0 = time.perf_counter()
+            call()
+            dt = time.perf_counter() - t0
+            times[name].append(dt)
+            spent[name] += dt
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _gemm_seconds(cell):
+    """Seconds the GEMMs alone take in an rnnkit inference: per layer-direction, the
+    input projection (numpy, 2 threads) and T per-step (B, H) x (H, G) products."""
+    import numpy as np
+
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell.mode] * cell.H
+    rng = np.random.default_rng(0)
+    total = 0.0
+    for layer in range(cell.layers):
+        I = cell.I if layer == 0 else cell.H * cell.D
+        x = rng.standard_normal((cell.T * cell.B, I)).astype(np.float32)
+        w_ih = rng.standard_normal((G, I)).astype(np.float32)
+        h = rng.standard_normal((cell.B, cell.H)).astype(np.float32)
+        w_hh = rng.standard_normal((G, cell.H)).astype(np.float32)
+        out = np.empty((cell.B, G), np.float32)
+        for _ in range(2):
+            t0 = time.perf_counter()
+            x @ w_ih.T
+            t1 = time.perf_counter()
+            for _ in range(cell.T):
+                np.dot(h, w_hh.T, out)
+            t2 = time.perf_counter()
+        total += cell.D * (t1 - t0 + (t2 - t1))
+    return total
+
+
+# ---------------------------------------------------------------- memory, compile
+
+
+_MEMORY_CHILD = """
+import gc, sys
+from rnnkit.commands.bench import _Cell
+size, mode, task, who = {args!r}
+cell = _Cell(size, mode, task)
+if who == 'torch':
+    import torch
+    torch.set_num_threads({threads})
+    call = cell.torch_call(torch)
+else:
+    call = cell.rnnkit_call()
+call()                                  # compile / warm up; keep nothing
+gc.collect()
+
+def status(key):
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) for l in f if l.startswith(key))
+
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')                        # reset the peak RSS (VmHWM) to the current RSS
+settled = status('VmRSS:')
+for _ in range(3):
+    result = call()
+    del result
+peak = status('VmHWM:')
+print((peak - settled) / 1024, peak / 1024)
+"""
+
+
+def _memory(size, mode, task, who):
+    """(MiB the peak RSS of 3 calls rises above the settled RSS, peak RSS MiB), in a fresh
+    process (Linux: /proc/self/clear_refs resets the peak after the warm-up call)."""
+    code = _MEMORY_CHILD.format(args=(size, mode, task, who), threads=THREADS)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        return None
+    extra, peak = map(float, done.stdout.split())
+    return extra, peak
+
+
+_COMPILE_CHILD = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+import rnnkit
+from rnnkit import nn
+t1 = time.perf_counter()
+for dtype in {dtypes}:
+    x = np.ones((3, 2, 4), dtype)
+    for layer in (nn.LSTM(4, 5, dtype=dtype), nn.LSTM(4, 5, proj_size=3, dtype=dtype),
+                  nn.GRU(4, 5, dtype=dtype), nn.RNN(4, 5, dtype=dtype),
+                  nn.RNN(4, 5, nonlinearity='relu', dtype=dtype)):
+        with rnnkit.no_grad():
+            layer(x)
+        rnnkit.grad(lambda m, x: m(x)[0].sum())(layer, x)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def _first_call(cache_dir, dtypes):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    code = _COMPILE_CHILD.format(dtypes=dtypes)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=900)
+    if done.returncode != 0:
+        return None
+    return tuple(map(float, done.stdout.split()))
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(args) -> int:
+    import rnnkit  # noqa: F401  (imports numba's kernels lazily)
+
+    sizes = QUICK if (args.quick and not args.sizes) else tuple(GRID)
+    if args.sizes:
+        sizes = tuple(s.strip() for s in args.sizes.split(","))
+        for s in sizes:
+            if s not in GRID:
+                raise ValueError(f"--sizes must name rows of the grid ({', '.join(GRID)}), "
+                                 f"got {s!r}")
+    modes = tuple(m.strip().upper() for m in args.modes.split(","))
+    for m in modes:
+        if m not in MODES:
+            raise ValueError(f"--modes must be among LSTM, GRU, RNN, got {m!r}")
+    repeats = args.repeats or (5 if args.quick else 15)
+    budget = args.budget or (1.0 if args.quick else 3.0)
+    peers, notes = {}, []
+    try:
+        import torch
+
+        torch.set_num_threads(THREADS)
+        peers["torch"] = torch
+    except ImportError:
+        notes.append("torch is not installed: its columns say 'absent'")
+    try:
+        import onnxruntime as ort
+
+        import rnnkit.onnx  # noqa: F401
+
+        peers["ort"] = ort
+    except ImportError:
+        notes.append("onnxruntime (or onnx) is not installed: its columns say 'absent'")
+    env_blas = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ]
+    if env_blas:
+        notes.append(f"{' and '.join(env_blas)} set: OpenBLAS may run at half speed")
+
+    rows = []
+    tmpdir = tempfile.mkdtemp(prefix="rnnkit-bench-")
+    if not args.json:
+        print(_header(), flush=True)
+    for size in sizes:
+        for mode in modes:
+            for task in TASKS:
+                cell = _Cell(size, mode, task)
+                calls = {"rnnkit": cell.rnnkit_call()}
+                if "torch" in peers:
+                    calls["torch"] = cell.torch_call(peers["torch"])
+                if "ort" in peers:
+                    ort_call = cell.ort_call(peers["ort"], tmpdir)
+                    if ort_call is not None:
+                        calls["ort"] = ort_call
+                med = _time_interleaved(calls, repeats, budget)
+                row = {"size": size, "mode": mode, "task": task,
+                       "rnnkit_ms": med["rnnkit"] * 1e3,
+                       "torch_ms": med["torch"] * 1e3 if "torch" in med else None,
+                       "ort_ms": med["ort"] * 1e3 if "ort" in med else None}
+                row["torch_ratio"] = (row["torch_ms"] / row["rnnkit_ms"]
+                                      if row["torch_ms"] else None)
+                row["ort_ratio"] = row["ort_ms"] / row["rnnkit_ms"] if row["ort_ms"] else None
+                if task == "infer":
+                    row["gemm_share"] = min(_gemm_seconds(cell) / med["rnnkit"], 9.99)
+                rows.append(row)
+                if not args.json:
+                    print(_format_row(row, "torch" in peers, "ort" in peers), flush=True)
+    ratios = [r["torch_ratio"] for r in rows if r["torch_ratio"]]
+    ort_ratios = [r["ort_ratio"] for r in rows if r["ort_ratio"]]
+    result = {"threads": THREADS, "dtype": "float32", "repeats": repeats, "rows": rows,
+              "geomean_torch_ratio": _geomean(ratios), "geomean_ort_ratio": _geomean(ort_ratios),
+              "notes": notes}
+
+    if not args.no_memory:
+        mem_size = "small" if args.quick else "medium"
+        memory = []
+        for mode in modes:
+            for task in TASKS:
+                entry = {"size": mem_size, "mode": mode, "task": task}
+                for who in ["rnnkit"] + (["torch"] if "torch" in peers else []):
+                    got = _memory(mem_size, mode, task, who)
+                    entry[f"{who}_extra_mib"] = got and got[0]
+                    entry[f"{who}_peak_mib"] = got and got[1]
+                memory.append(entry)
+        result["memory"] = memory
+    if not args.no_compile:
+        with tempfile.TemporaryDirectory(prefix="rnnkit-numba-") as cache:
+            dtypes = "(np.float32,)" if args.quick else "(np.float32, np.float64)"
+            cold = _first_call(cache, dtypes)
+            warm = _first_call(cache, "(np.float32,)")
+        result["compile"] = {
+            "cold_all_kernels_s": cold and cold[1], "import_s": cold and cold[0],
+            "first_calls_from_cache_s": warm and warm[1],
+            "kernels_cold": "LSTM, LSTM proj, GRU, RNN tanh, RNN relu: inference, training "
+                            "forward, backward; " + dtypes.replace("np.", ""),
+        }
+
+    if args.json:
+        json.dump(result, sys.stdout, indent=1)
+        print()
+        return 0
+    print(_footer(result))
+    return 0
+
+
+def _geomean(values):
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def _header():
+    return (f"{'cell':<22}{'rnnkit ms':>11}{'torch ms':>11}{'torch/rk':>10}{'ORT ms':>10}"
+            f"{'ORT/rk':>9}{'gemm%':>7}")
+
+
+def _fmt(v, spec, absent):
+    return f"{v:{spec}}" if v is not None else absent
+
+
+def _format_row(r, have_torch, have_ort):
+    name = f"{r['size']} {r['mode']} {r['task']}"
+    torch_absent = "absent" if not have_torch else "-"
+    ort_absent = "absent" if not have_ort else ("n/a" if r["task"] == "train" else "-")
+    gemm = r.get("gemm_share")
+    torch_ms = _fmt(r["torch_ms"], ">11.3f", f"{torch_absent:>11}")
+    return (f"{name:<22}{r['rnnkit_ms']:>11.3f}{torch_ms}"
+            f"{_fmt(r['torch_ratio'], '>9.2f', f'{torch_absent:>9}')}x"
+            f"{_fmt(r['ort_ms'], '>10.3f', f'{ort_absent:>10}')}"
+            f"{_fmt(r['ort_ratio'], '>8.2f', f'{ort_absent:>8}')}x"
+            f"{_fmt(None if gemm is None else 100 * gemm, '>7.0f', f'{chr(45):>7}')}")
+
+
+def _show_memory(entry, who):
+    extra, peak = entry.get(f"{who}_extra_mib"), entry.get(f"{who}_peak_mib")
+    if extra is None:
+        return f"{who} -"
+    return f"{who} +{extra:.1f} MiB (peak RSS {peak:.0f})"
+
+
+def _footer(result):
+    lines = [""]
+    g, go = result["geomean_torch_ratio"], result["geomean_ort_ratio"]
+    lines.append(f"geometric mean torch/rnnkit: {g:.2f}x" if g else "geometric mean: no peer")
+    if go:
+        lines.append(f"geometric mean ORT/rnnkit (inference): {go:.2f}x")
+    for entry in result.get("memory", []):
+        line = f"memory {entry['size']} {entry['mode']} {entry['task']}: "
+        line += _show_memory(entry, "rnnkit")
+        if "torch_extra_mib" in entry:
+            line += ", " + _show_memory(entry, "torch")
+        lines.append(line)
+    c = result.get("compile")
+    if c:
+        cold, warm = c["cold_all_kernels_s"], c["first_calls_from_cache_s"]
+        lines.append(f"first calls, numba compiling cold: {_fmt(cold, '.2f', '?')} s "
+                     f"({c['kernels_cold']}); from the cache: {_fmt(warm, '.2f', '?')} s; "
+                     f"import rnnkit: {_fmt(c['import_s'], '.2f', '?')} s")
+    lines.append("ratios above 1: rnnkit is faster. gemm%: the share of rnnkit's inference "
+                 "time that its GEMMs alone take (numpy, same shapes)")
+    lines.extend(f"note: {n}" for n in result["notes"])
+    return "\n".join(lines)
