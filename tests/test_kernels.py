@@ -173,7 +173,7 @@ def test_kernels_as_python_under_disable_jit():
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
 def test_inference_in_chunks_of_steps(mode, monkeypatch):
     # inference projects the input a bounded number of steps at a time (64 here)
-    monkeypatch.setattr(_ops, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(_ops, "_CHUNK_BYTES", 1)  # 64 steps per chunk
     for packed, reverse in [(False, False), (True, True)]:
         args, bs, _, _, _ = _case(mode, np.float64, 150, 3, 2, 4, packed, True)
         ours = _run(_ops, mode, args, bs, reverse, False)

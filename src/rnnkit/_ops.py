@@ -138,15 +138,24 @@ def _project(x, w_ih, b):
     return xw.reshape(L, N, -1)
 
 
-_CHUNK_BYTES = 1 << 20  # inference: input projections held at once (at least 64 steps)
+_CHUNK_BYTES = 1 << 18  # inference: input projections held at once (at least 64 steps)
 
 
-def _chunks(L, N, G, itemsize, reverse):
-    """Time ranges ``[t0, t1)`` in processing order whose projections are computed
-    at once, so that inference memory beyond the output does not grow with ``L``."""
-    step = max(64, _CHUNK_BYTES // max(1, N * G * itemsize))
+def _projections(x, w_ih, b, reverse):
+    """``(t0, t1, xw)`` in processing order, ``xw = x[t0:t1] W_ih^T + b`` (one GEMM per
+    chunk, all into one buffer), so that inference memory beyond the output does not
+    grow with ``L``: chunks of at least 64 steps and about ``_CHUNK_BYTES``."""
+    L, N, H_in = x.shape
+    G = w_ih.shape[0]
+    step = min(L, max(64, _CHUNK_BYTES // max(1, N * G * x.dtype.itemsize)))
+    buffer = np.empty((step * N, G), dtype=x.dtype)
     bounds = [(t0, min(t0 + step, L)) for t0 in range(0, L, step)]
-    return bounds[::-1] if reverse else bounds
+    for t0, t1 in bounds[::-1] if reverse else bounds:
+        xw = buffer[: (t1 - t0) * N]
+        np.matmul(np.ascontiguousarray(x[t0:t1]).reshape(-1, H_in), w_ih.T, out=xw)
+        if b is not None:
+            xw += b
+        yield t0, t1, xw.reshape(t1 - t0, N, G)
 
 
 def _input_grads(dz_proc, x, w_ih, reverse):
@@ -179,8 +188,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     if not keep:
         h, c = _state(h_0, dt), _state(c_0, dt)
         z = np.empty((N, G), dt)
-        for t0, t1 in _chunks(L, N, G, dt.itemsize, reverse):
-            xw = _project(x[t0:t1], w_ih, b)  # (t1 - t0, N, G)
+        for t0, t1, xw in _projections(x, w_ih, b, reverse):
             bs_c, out_c = bs[t0:t1], output[t0:t1]
             _rows(_lstm.lstm_forward_infer, (xw, w_hh, w_hr_k, bs_c, reverse), (h, c, out_c, z, r),
           N, N * macs, bs_c)
@@ -244,8 +252,7 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     if not keep:
         h = _state(h_0, dt)
         z, hn = np.empty((N, G), dt), np.empty((N, H), dt)
-        for t0, t1 in _chunks(L, N, G, dt.itemsize, reverse):
-            xw = _project(x[t0:t1], w_ih, b_ih)  # (t1 - t0, N, 3H)
+        for t0, t1, xw in _projections(x, w_ih, b_ih, reverse):
             bs_c, out_c = bs[t0:t1], output[t0:t1]
             _rows(_gru.gru_forward_infer, (xw, w_hh, b_hh_k, bs_c, reverse), (h, out_c, z, hn),
           N, N * G * H, bs_c)
@@ -299,8 +306,7 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     a = np.empty((N, H), dt)
     if not keep:
         h = _state(h_0, dt)
-        for t0, t1 in _chunks(L, N, H, dt.itemsize, reverse):
-            xw = _project(x[t0:t1], w_ih, b)  # (t1 - t0, N, H)
+        for t0, t1, xw in _projections(x, w_ih, b, reverse):
             bs_c, out_c = bs[t0:t1], output[t0:t1]
             _rows(_rnn.rnn_forward_infer, (xw, w_hh, bs_c, reverse, relu), (h, out_c, a),
           N, N * H * H, bs_c)
