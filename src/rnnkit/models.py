@@ -46,11 +46,12 @@ class SequenceClassifier(nn.Module):
 
     Example:
         >>> import numpy as np
-        >>> model = SequenceClassifier(3, 4, hidden_size=5)
+        >>> model = SequenceClassifier(3, 4, hidden_size=5, classes=["a", "b", "c", "d"])
         >>> model(np.zeros((2, 6, 3), np.float32), lengths=[6, 2]).shape
         (2, 4)
-        >>> model.predict([np.zeros((6, 3)), np.zeros((2, 3))])
-        ['0', '0']
+        >>> labels = model.predict([np.zeros((6, 3)), np.ones((2, 3))])  # (L_i, C) series
+        >>> len(labels), set(labels) <= {"a", "b", "c", "d"}
+        (2, True)
     """
 
     def __init__(self, input_size: int, num_classes: int, model: str = "lstm",

@@ -48,6 +48,8 @@ DEFAULTS = {
     "lr": None,  # the optimizer's: see _LR
     "optimizer": "adam",
     "weight_decay": None,  # the optimizer's own default
+    "lr_decay": 1.0,
+    "noise": 0.0,
     "clip": 1.0,
     "val_fraction": 0.15,
     "seed": 0,
@@ -107,12 +109,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
     source.add_argument("--dataset", metavar="NAME",
-                        help=f"a classification data set bundled with aeon (default {d['dataset']})")
+                        help="a classification data set bundled with aeon "
+                             f"(default {d['dataset']})")
     source.add_argument("--data", metavar="FILE.ts",
-                        help="train on a .ts file; NAME_TEST.ts beside NAME_TRAIN.ts is the test set")
+                        help="train on a .ts file; NAME_TEST.ts beside NAME_TRAIN.ts is "
+                             "the test set")
     data.add_argument("--test", metavar="FILE.ts", help="test set for --data (a .ts file)")
     data.add_argument("--val-fraction", type=_fraction, metavar="F",
-                      help=f"part of each class held out for validation (default {d['val_fraction']})")
+                      help="part of each class held out for validation "
+                           f"(default {d['val_fraction']})")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", choices=["lstm", "gru", "rnn"],
@@ -137,10 +142,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--lr", type=_nonnegative_float,
                      help=f"learning rate (default {_LR['adam']} for adam/adamw, "
                           f"{_LR['sgd']} for sgd)")
+    fit.add_argument("--lr-decay", type=_nonnegative_float, metavar="GAMMA",
+                     help="multiply the learning rate by GAMMA after every epoch "
+                          f"(default {d['lr_decay']})")
     fit.add_argument("--weight-decay", type=_nonnegative_float, metavar="W",
                      help="default: the optimizer's (0 for adam and sgd, 0.01 for adamw)")
     fit.add_argument("--clip", type=_nonnegative_float, metavar="NORM",
                      help=f"clip the gradient norm; 0: never (default {d['clip']})")
+    fit.add_argument("--noise", type=_nonnegative_float, metavar="SIGMA",
+                     help="add Gaussian noise of this standard deviation (in units of each "
+                          f"channel's std) to training inputs (default {d['noise']})")
     fit.add_argument("--seed", type=_seed, help=f"default {d['seed']}")
 
     run_ = parser.add_argument_group("run")
@@ -215,7 +226,7 @@ def _to_json_tree(obj, arrays: dict, prefix: str):
     import numpy as np
 
     if isinstance(obj, np.ndarray):
-        arrays[prefix] = np.ascontiguousarray(obj)
+        arrays[prefix] = np.array(obj, order="C")  # keeps 0-d (ascontiguousarray would not)
         return {"__array__": prefix}
     if isinstance(obj, np.generic):
         return obj.item()
@@ -245,9 +256,9 @@ def _save_checkpoint(path: Path, model, best_state, optimizer, state: dict) -> N
 
     arrays = {}
     for name, p in model.state_dict().items():
-        arrays[f"model/{name}"] = np.ascontiguousarray(p)
+        arrays[f"model/{name}"] = np.array(p, order="C")
     for name, p in (best_state or {}).items():
-        arrays[f"best/{name}"] = np.ascontiguousarray(p)
+        arrays[f"best/{name}"] = np.array(p, order="C")
     meta = dict(state)
     meta["format"] = _FORMAT
     meta["optimizer_state"] = _to_json_tree(optimizer.state_dict(), arrays, "optim")
@@ -311,11 +322,15 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
     return settings, meta, arrays, out
 
 
+def _base_lr(settings: dict) -> float:
+    return settings["lr"] if settings["lr"] is not None else _LR[settings["optimizer"]]
+
+
 def _make_optimizer(settings: dict, parameters):
     from rnnkit import optim
 
     name = settings["optimizer"]
-    lr = settings["lr"] if settings["lr"] is not None else _LR[name]
+    lr = _base_lr(settings)
     extra = {} if settings["weight_decay"] is None else {"weight_decay": settings["weight_decay"]}
     if name == "adam":
         return optim.Adam(parameters, lr=lr, **extra)
@@ -477,13 +492,19 @@ def run(args: argparse.Namespace) -> int:
     n_batches = -(-len(fit) // batch_size)
     width = len(str(epochs))
 
+    base_lr = _base_lr(settings)  # not the optimizer's: a resumed one holds a decayed lr
     for epoch in range(start_epoch + 1, epochs + 1):
         t0 = time.perf_counter()
+        for group in optimizer.param_groups:  # a function of the epoch alone: resumable
+            group["lr"] = base_lr * settings["lr_decay"] ** (epoch - 1)
         model.train()
         total_loss, correct, seen_n = 0.0, 0, 0
         with _progress(n_batches, f"epoch {epoch:>{width}}/{epochs}") as bar:
             for idx in D.batch_indices(len(fit), batch_size, shuffle_rng):
                 x, lens = D.pad_batch([fit.series[i] for i in idx], model.dtype)
+                if settings["noise"] > 0:  # in standardized units, from the checkpointed rng
+                    eps = shuffle_rng.standard_normal(x.shape) * settings["noise"]
+                    x += (eps * std).astype(x.dtype)
                 y, seen = y_fit[idx], []
                 loss, grads = value_and_grad(model, x, lens, y, seen)
                 if settings["clip"] > 0:
