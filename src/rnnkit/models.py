@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import autograd.numpy as anp
 import numpy as np
 
 from . import nn
+from . import numpy as rnp
 from .nn.utils.rnn import pack_padded_sequence
 
 __all__ = ["SequenceClassifier"]
@@ -116,7 +116,7 @@ class SequenceClassifier(nn.Module):
         _, state = self.rnn(x)
         h_n = state[0] if self.model == "lstm" else state  # (num_layers * D, N, H)
         if self.rnn.bidirectional:
-            features = anp.concatenate([h_n[-2], h_n[-1]], axis=1)  # (N, 2H), forward first
+            features = rnp.concatenate([h_n[-2], h_n[-1]], axis=1)  # (N, 2H), forward first
         else:
             features = h_n[-1]  # (N, H)
         return self.fc(self.dropout(features))  # (N, num_classes)

@@ -1,7 +1,8 @@
 """Train a recurrent sequence classifier on a bundled or given data set.
 
-With no arguments: a bidirectional LSTM on JapaneseVowels (aeon's copy, read
-offline), which reaches about 98% test accuracy in well under a minute on 2 cores.
+With no arguments: a 2-layer bidirectional LSTM (hidden size 64, dropout 0.3,
+input noise 0.3, Adam lr 5e-3 decayed 0.95 per epoch, 60 epochs) on JapaneseVowels
+(aeon's copy, read offline): about 98% test accuracy in under a minute on 2 cores.
 
 Each epoch holds out a stratified validation split of the training set; the
 weights of the best validation epoch are kept. Outputs in --out:
@@ -40,18 +41,18 @@ DEFAULTS = {
     "test": None,
     "model": "lstm",
     "hidden_size": 64,
-    "num_layers": 1,
+    "num_layers": 2,
     "bidirectional": True,
-    "dropout": 0.0,
-    "epochs": 30,
+    "dropout": 0.3,
+    "epochs": 60,
     "batch_size": 32,
     "lr": None,  # the optimizer's: see _LR
     "optimizer": "adam",
     "weight_decay": None,  # the optimizer's own default
-    "lr_decay": 1.0,
-    "noise": 0.0,
+    "lr_decay": 0.95,
+    "noise": 0.3,
     "clip": 1.0,
-    "val_fraction": 0.15,
+    "val_fraction": 0.1,
     "seed": 0,
     "dtype": "float32",
 }
@@ -296,6 +297,8 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
         raise ValueError("--test needs --data (bundled data sets bring their own test split)")
     if args.resume is None:
         settings = {**DEFAULTS, **given}
+        if settings["lr"] is None:  # recorded as used, and compared so on --resume
+            settings["lr"] = _LR[settings["optimizer"]]
         if settings["data"] is not None:
             settings["dataset"] = None
             settings["data"] = str(Path(settings["data"]).resolve())
@@ -452,7 +455,8 @@ def run(args: argparse.Namespace) -> int:
     mean, std = D.channel_stats(fit.series)
     lengths = [s.shape[0] for s in train.series]
     print(f"{name}: {len(fit)} train / {len(val)} validation / "
-          f"{len(test) if test is not None else 0} test series, {train.num_channels} channels, "
+          f"{len(test) if test is not None else 0} test series, {train.num_channels} "
+          f"channel{'' if train.num_channels == 1 else 's'}, "
           f"{len(classes)} classes, lengths {min(lengths)}-{max(lengths)}")
 
     # ---- model and optimizer: init from the seed; a resumed run then overwrites both
@@ -549,9 +553,9 @@ def run(args: argparse.Namespace) -> int:
                   f"continue with --resume {out}")
             return 0
 
-    if not history:
-        raise ValueError(f"{out} already finished its {epochs} epochs; pass a larger --epochs "
-                         "to train longer")
+    if start_epoch >= epochs:
+        print(f"{out} had already trained {start_epoch} epochs; writing its outputs again "
+              "(pass a larger --epochs to train longer)")
     # ---- the best weights, tested, saved, plotted
     model.load_state_dict(best_state)
     result = {"best_epoch": best["epoch"]}
