@@ -13,7 +13,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
 
-from .. import _autodiff
+from .. import _autodiff, _ops
 from .._random import default_generator
 
 __all__ = [
@@ -43,6 +43,42 @@ def dropout(input, p: float = 0.5, training: bool = True):
         return input * np.zeros_like(value)
     keep = default_generator().random(value.shape) >= p  # Bernoulli(1 - p) per element
     return input * (keep.astype(value.dtype) / value.dtype.type(1.0 - p))
+
+
+def recurrent_layers_inference(mode, x, h_0, c_0, weights, num_layers, num_directions,
+                               dropout_p, training, nonlinearity="tanh", batch_sizes=None):
+    """:func:`recurrent_layers` when no gradient is taken: plain arrays straight to the
+    compiled inference kernels, no tracing and no per-step history.
+
+    ``weights`` holds per layer-direction the tuple ``(w_ih, w_hh, b_ih, b_hh, w_hr)``.
+    """
+    layer_input = x
+    h_n, c_n = [], []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            k = num_directions * layer + direction
+            w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
+            reverse = direction == 1
+            if mode == "LSTM":
+                b = None if b_ih is None else b_ih + b_hh
+                out, h, c, _ = _ops.lstm_forward(layer_input, h_0[k], c_0[k], w_ih, w_hh, b,
+                                                 w_hr, batch_sizes, reverse)
+                c_n.append(c)
+            elif mode == "GRU":
+                out, h, _ = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
+                                             batch_sizes, reverse)
+            else:
+                b = None if b_ih is None else b_ih + b_hh
+                out, h, _ = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b, nonlinearity,
+                                             batch_sizes, reverse)
+            outputs.append(out)
+            h_n.append(h)
+        layer_output = outputs[0] if num_directions == 1 else np.concatenate(outputs, axis=2)
+        if layer < num_layers - 1 and training and dropout_p > 0:
+            layer_output = dropout(layer_output, dropout_p, training)
+        layer_input = layer_output
+    return layer_input, np.stack(h_n), (np.stack(c_n) if mode == "LSTM" else None)
 
 
 def recurrent_layers(mode, x, h_0, c_0, weights, num_layers, num_directions, dropout_p,

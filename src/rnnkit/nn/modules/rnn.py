@@ -13,9 +13,9 @@ import numbers
 import warnings
 
 import numpy as np
-from autograd.tracer import getval
+from autograd.tracer import getval, isbox
 
-from ..._autodiff import gru_layer, lstm_layer, rnn_layer
+from ..._autodiff import _grad_disabled, gru_layer, lstm_layer, rnn_layer
 from ..._random import default_generator
 from .. import functional as F
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
@@ -204,6 +204,23 @@ class RNNBase(Module):
                 })
         return out
 
+    def _plain_weights(self) -> list[tuple]:
+        """Per layer-direction ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` as plain ndarray views,
+        cached until a parameter is replaced (in-place updates show through the views)."""
+        key = tuple(map(id, self._parameters.values()))
+        if self.__dict__.get("_plain_key") != key:
+            views = {name: np.asarray(p) for name, p in self._parameters.items()}
+            table = []
+            for layer in range(self.num_layers):
+                for direction in range(self._directions):
+                    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                    table.append(tuple(views.get(f"{name}{suffix}") for name in
+                                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                        "weight_hr")))
+            self._plain_table = table
+            self._plain_key = key
+        return self._plain_table
+
     def _check_input(self, input):
         """Returns ``(x (L, N, H_in) time-major, batch_sizes, sorted, unsorted, unbatched)``."""
         if isinstance(input, PackedSequence):
@@ -309,10 +326,18 @@ class RNNBase(Module):
                 h_0 = h_0[:, sorted_indices]
                 c_0 = c_0[:, sorted_indices] if is_lstm else None
         nonlinearity = "relu" if self.mode == "RNN_RELU" else "tanh"
-        output, h_n, c_n = F.recurrent_layers(
-            "RNN" if self.mode.startswith("RNN") else self.mode, x, h_0, c_0, self._weights(),
-            self.num_layers, D, self.dropout, self.training, nonlinearity, batch_sizes,
-        )
+        mode = "RNN" if self.mode.startswith("RNN") else self.mode
+        if _grad_disabled() or not (self._traced or isbox(x) or isbox(h_0) or isbox(c_0)):
+            # no gradient taken: plain arrays straight to the inference kernels
+            output, h_n, c_n = F.recurrent_layers_inference(
+                mode, getval(x), getval(h_0), getval(c_0), self._plain_weights(),
+                self.num_layers, D, self.dropout, self.training, nonlinearity, batch_sizes,
+            )
+        else:
+            output, h_n, c_n = F.recurrent_layers(
+                mode, x, h_0, c_0, self._weights(), self.num_layers, D, self.dropout,
+                self.training, nonlinearity, batch_sizes,
+            )
         if unsorted_indices is not None:  # back to the caller's batch order
             h_n = h_n[:, unsorted_indices]
             c_n = c_n[:, unsorted_indices] if is_lstm else None
