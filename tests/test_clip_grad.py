@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import rnnkit
-from helpers import assert_close, to_numpy
 from rnnkit import nn
 from rnnkit.nn.utils import clip_grad_norm_
+
+from helpers import assert_close, to_numpy
 
 torch = pytest.importorskip("torch")
 

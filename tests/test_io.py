@@ -86,13 +86,7 @@ def test_load_module_outputs_match(tmp_path, rng):
 
 
 def test_load_module_sequential(tmp_path):
-    if not hasattr(nn, "Sequential") or not hasattr(nn, "Linear"):
-        pytest.skip("nn.Sequential / nn.Linear not in this checkout yet")
-    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, dtype=np.float64)
-                          if "dtype" in nn.Linear.__init__.__code__.co_varnames
-                          else nn.Linear(4, 2))
-    if not hasattr(model, "config"):
-        pytest.skip("nn.Sequential has no config() yet")
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, dtype=np.float64))
     rnnkit.save(model, tmp_path / "s.safetensors")
     rebuilt = rnnkit.load_module(tmp_path / "s.safetensors")
     assert type(rebuilt) is nn.Sequential
@@ -328,9 +322,8 @@ def test_load_pt_where_torch_cannot_be_imported(tmp_path, torch):
 
 
 def test_load_module_of_a_model(tmp_path):
-    models = pytest.importorskip("rnnkit.models")
-    if not hasattr(models, "SequenceClassifier"):
-        pytest.skip("rnnkit.models.SequenceClassifier not in this checkout")
+    from rnnkit import models
+
     model = models.SequenceClassifier(3, 4, model="gru", hidden_size=5, num_layers=2)
     rnnkit.save(model, tmp_path / "model.safetensors")
     rebuilt = rnnkit.load_module(tmp_path / "model.safetensors")

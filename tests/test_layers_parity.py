@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import rnnkit
-from helpers import assert_close, to_numpy, torch_dtype
 from rnnkit import nn
+
+from helpers import assert_close, to_numpy, torch_dtype
 
 torch = pytest.importorskip("torch")
 

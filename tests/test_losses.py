@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import rnnkit
-from helpers import assert_close, to_numpy
 from rnnkit.nn import functional as F
+
+from helpers import assert_close, to_numpy
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import rnnkit
-from helpers import assert_close, to_numpy
 from rnnkit import nn, optim
+
+from helpers import assert_close, to_numpy
 
 torch = pytest.importorskip("torch")
 
