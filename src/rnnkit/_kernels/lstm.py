@@ -149,12 +149,14 @@ def _lstm_gates(z, xw_t, lo, n, H):
     """z[m] += xw_t[m], then σ on i, f, o and tanh on g, in place, rows [lo, n)."""
     for m in range(lo, n):
         zm, xm = z[m], xw_t[m]
+        # counted loops from 0 with offset indices: LLVM vectorizes these, not
+        # `range(2 * H, 3 * H)` (measured: 4x slower gate math)
         for k in range(2 * H):
             zm[k] = _sigmoid(zm[k] + xm[k])
-        for k in range(2 * H, 3 * H):
-            zm[k] = _tanh(zm[k] + xm[k])
-        for k in range(3 * H, 4 * H):
-            zm[k] = _sigmoid(zm[k] + xm[k])
+        for k in range(H):
+            zm[2 * H + k] = _tanh(zm[2 * H + k] + xm[2 * H + k])
+        for k in range(H):
+            zm[3 * H + k] = _sigmoid(zm[3 * H + k] + xm[3 * H + k])
 
 
 @njit(**_OPTS)
