@@ -123,8 +123,10 @@ def test_kernels_equal_reference(dtype, mode, proj, nonlinearity, packed, revers
 
 @pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_two_thread_path_equals_reference(mode, proj, nonlinearity, packed):
-    # N * G * H_out above _ops._SPLIT_MIN: the rows run as two halves on two threads
+def test_two_thread_path_equals_reference(mode, proj, nonlinearity, packed, monkeypatch):
+    # _SPLIT_MIN lowered (the split is off by default): the rows run as two halves on
+    # two threads
+    monkeypatch.setattr(_ops, "_SPLIT_MIN", 1)
     check(mode, np.float64, L=6, N=24, H_in=8, H=64, packed=packed, reverse=packed,
           proj=proj * 8, nonlinearity=nonlinearity)
 

@@ -23,6 +23,7 @@ import numpy as np
 from ._kernels import gru as _gru
 from ._kernels import lstm as _lstm
 from ._kernels import rnn as _rnn
+from ._kernels.blas import gemm as _gemm
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
            "rnn_backward"]
@@ -30,8 +31,11 @@ __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_
 # ---------------------------------------------------------------- threads
 
 # Split the rows over two threads when a step's GEMM has at least this many
-# multiply-adds (N * G * H_out); below it, the hand-off costs more than it saves.
-_SPLIT_MIN = 1 << 16
+# multiply-adds (N * G * H_out). Measured after every GEMM moved onto numba's BLAS
+# (_kernels/blas.py): one thread with a 2-thread BLAS beat the split at every size
+# of the bench (e.g. LSTM T50 B64 H1024 inference 269 ms unsplit vs 436 ms split),
+# so the split is off by default; tests still exercise it by lowering this.
+_SPLIT_MIN = 1 << 62
 _pool = None
 _blas = None  # the threadpoolctl controller of numba's BLAS (SciPy's OpenBLAS), or False
 _lock = threading.Lock()
@@ -129,10 +133,17 @@ def _state(a, dtype):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
+def _matmul(a, b):
+    """a @ b on numba's BLAS (see ``_kernels/blas.py``), a fresh C-contiguous result."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    _gemm(a, b, out)
+    return out
+
+
 def _project(x, w_ih, b):
     """x W_ih^T + b for every step at once: one GEMM. (L, N, G), contiguous."""
     L, N, H_in = x.shape
-    xw = np.ascontiguousarray(x).reshape(L * N, H_in) @ w_ih.T  # (L*N, G)
+    xw = _matmul(np.ascontiguousarray(x).reshape(L * N, H_in), w_ih.T)  # (L*N, G)
     if b is not None:
         xw += b
     return xw.reshape(L, N, -1)
@@ -152,7 +163,7 @@ def _projections(x, w_ih, b, reverse):
     bounds = [(t0, min(t0 + step, L)) for t0 in range(0, L, step)]
     for t0, t1 in bounds[::-1] if reverse else bounds:
         xw = buffer[: (t1 - t0) * N]
-        np.matmul(np.ascontiguousarray(x[t0:t1]).reshape(-1, H_in), w_ih.T, out=xw)
+        _gemm(np.ascontiguousarray(x[t0:t1]).reshape(-1, H_in), w_ih.T, xw)
         if b is not None:
             xw += b
         yield t0, t1, xw.reshape(t1 - t0, N, G)
@@ -162,8 +173,8 @@ def _input_grads(dz_proc, x, w_ih, reverse):
     """dx, dW_ih and the bias gradient from the stacked pre-activation gradients."""
     L, N, G = dz_proc.shape
     dz = np.ascontiguousarray(dz_proc[::-1] if reverse else dz_proc).reshape(L * N, G)
-    dx = (dz @ w_ih).reshape(L, N, -1)  # (L, N, H_in)
-    dw_ih = dz.T @ np.ascontiguousarray(x).reshape(L * N, -1)  # one GEMM: (G, H_in)
+    dx = _matmul(dz, w_ih).reshape(L, N, -1)  # (L, N, H_in)
+    dw_ih = _matmul(dz.T, np.ascontiguousarray(x).reshape(L * N, -1))  # one GEMM: (G, H_in)
     return dx, dw_ih, dz.sum(axis=0)
 
 
@@ -226,11 +237,11 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
     _rows(_lstm.lstm_backward, (w_hh, w_hr_k, bs, bool(reverse)),
           (cs, gates, d_output, dh, dc, dz, dh_steps, dr, tc),
           N, N * macs, bs)
-    dw_hh = dz.reshape(-1, G).T @ hs[:L].reshape(-1, P)  # one GEMM over all steps
+    dw_hh = _matmul(dz.reshape(-1, G).T, hs[:L].reshape(-1, P))  # one GEMM over all steps
     dw_hr = None
     if proj:
         r = gates[:, :, 3 * H:] * np.tanh(cs[1:])  # o ⊙ tanh c', the unprojected h'
-        dw_hr = dh_steps.reshape(-1, P).T @ r.reshape(-1, H)
+        dw_hr = _matmul(dh_steps.reshape(-1, P).T, r.reshape(-1, H))
     dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse)
     return dx, dh, dc, dw_ih, dw_hh, db, dw_hr
 
@@ -284,7 +295,7 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
     _rows(_gru.gru_backward, (w_hh, bs, bool(reverse)),
           (hs, gates, hn, d_output, dh, dxw, dhw, dhs),
           N, N * G * H, bs)
-    dw_hh = dhw.reshape(-1, G).T @ hs[:L].reshape(-1, H)  # one GEMM over all steps
+    dw_hh = _matmul(dhw.reshape(-1, G).T, hs[:L].reshape(-1, H))  # one GEMM over all steps
     db_hh = dhw.reshape(-1, G).sum(axis=0)
     dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
@@ -334,6 +345,6 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
     _rows(_rnn.rnn_backward, (w_hh, bs, bool(reverse), nonlinearity == "relu"),
           (hs, d_output, dh, da),
           N, N * H * H, bs)
-    dw_hh = da.reshape(-1, H).T @ hs[:L].reshape(-1, H)
+    dw_hh = _matmul(da.reshape(-1, H).T, hs[:L].reshape(-1, H))
     dx, dw_ih, db = _input_grads(da, x, w_ih, reverse)
     return dx, dh, dw_ih, dw_hh, db
