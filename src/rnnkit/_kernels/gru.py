@@ -17,59 +17,65 @@ from numba.extending import intrinsic, overload
 
 # ---------------------------------------------------------------- scalar math
 # Inside numba, np.exp / np.tanh on a scalar are libm calls that LLVM cannot
-# vectorize (no SVML). These forms are plain arithmetic plus one bitcast, so the
+# vectorize (no SVML). These forms are plain arithmetic plus bit tricks, so the
 # gate loops below compile to SIMD code; float64 stays within ~2 ulp of libm
 # (Cephes' approximations), float32 within ~1 ulp of float32. Each function is the
 # slow twin (plain NumPy, used under NUMBA_DISABLE_JIT) plus an @overload per dtype.
 
 
 @intrinsic
-def _f64_bits(typingctx, bits):
-    """The float64 whose bit pattern is the int64 ``bits``: one LLVM bitcast."""
+def _pow2(typingctx, m):
+    """2^k, for m = k + 1.5·2^52 (float64) or k + 1.5·2^23 (float32), k an integer.
+
+    Adding that magic number rounds x to the integer k and leaves k in the low bits
+    of m's bit pattern, so (bits(m) + bias) << mantissa_bits is the pattern of 2^k
+    (the magic's own bits shift out). Two bitcasts, an add and a shift, all of one
+    width: no float -> int conversion, so LLVM vectorizes it even without AVX-512DQ.
+    """
+    if not isinstance(m, types.Float):
+        return None
+    if m.bitwidth == 64:
+        ity, fty, bias, shift = ir.IntType(64), ir.DoubleType(), 1023, 52
+    else:
+        ity, fty, bias, shift = ir.IntType(32), ir.FloatType(), 127, 23
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        bits = builder.add(builder.bitcast(args[0], ity), ir.Constant(ity, bias))
+        return builder.bitcast(builder.shl(bits, ir.Constant(ity, shift)), fty)
 
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def _f32_bits(typingctx, bits):
-    """The float32 whose bit pattern is the low 32 bits of the int64 ``bits``."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
-
-    return types.float32(types.int64), codegen
+    return m(m), codegen
 
 
 @njit(error_model="numpy")
 def _exp64(x):
-    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r)
-    x = 709.0 if x > 709.0 else (-708.0 if x < -708.0 else x)
-    k = np.floor(x * 1.4426950408889634 + 0.5)
+    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r);
+    # k = round(x log2 e) by the magic-number add (see _pow2), kept as the float k
+    x = min(max(x, -708.0), 709.0)  # selects, no branch: 2^k stays a normal number
+    m = x * 1.4426950408889634 + 6755399441055744.0  # 1.5·2^52
+    k = m - 6755399441055744.0
     r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
     rr = r * r
     p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
              + 9.99999999999999999910e-1)
     q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
          + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
-    return (1.0 + 2.0 * (p / (q - p))) * _f64_bits((np.int64(k) + 1023) << 52)  # × 2^k
+    return (1.0 + 2.0 * (p / (q - p))) * _pow2(m)  # × 2^k
 
 
 @njit(error_model="numpy")
 def _exp32(x):
     # Cephes expf: the same reduction, e^r by a degree-7 polynomial
-    hi, lo = np.float32(88.0), np.float32(-87.0)
-    x = hi if x > hi else (lo if x < lo else x)
-    k = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    magic = np.float32(12582912.0)  # 1.5·2^23
+    m = x * np.float32(1.44269504088896341) + magic
+    k = m - magic
     r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
     p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
     p = p * r + np.float32(8.3334519073e-3)
     p = p * r + np.float32(4.1665795894e-2)
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
-    return (p * (r * r) + r + np.float32(1.0)) * _f32_bits((np.int64(k) + 127) << 23)
+    return (p * (r * r) + r + np.float32(1.0)) * _pow2(m)
 
 
 @njit(error_model="numpy")
