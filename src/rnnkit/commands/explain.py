@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._argtypes import positive_int as _positive
+
 _EQUATIONS = {
     "lstm": [
         "i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)",
@@ -28,16 +30,6 @@ _EQUATIONS = {
     "rnn": ["h_t = ACT(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)"],
 }
 _ROWS = {"lstm": "rows i|f|g|o", "gru": "rows r|z|n", "rnn": "one block"}
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _lengths(text: str) -> list[int]:

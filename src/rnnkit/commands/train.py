@@ -33,6 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+from ._argtypes import fraction as _fraction
+from ._argtypes import nonnegative_float as _nonnegative_float
+from ._argtypes import nonnegative_int as _seed
+from ._argtypes import positive_int as _positive_int
+
 # Defaults of the options that shape the run. They are resolved in `run`, not by
 # argparse, so that `--resume` can tell an option the user typed from a default.
 DEFAULTS = {
@@ -65,44 +70,6 @@ _FORMAT = "rnnkit-train-checkpoint"
 
 
 # ---------------------------------------------------------------- arguments
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _nonnegative_float(text)
-    if value >= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") \
-            from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
