@@ -3,7 +3,7 @@
 Forward (inference and training), saved histories and the fused backward, for
 LSTM (with and without projection), GRU and RNN tanh/relu; padded and packed
 (``batch_sizes``), both directions, with and without bias, float32 and float64,
-with batches big enough to take the two-thread path. A subset reruns in a
+and a batch wide enough for BLAS's blocked paths. A subset reruns in a
 subprocess with ``NUMBA_DISABLE_JIT=1``, where the kernels run as Python.
 """
 
@@ -123,10 +123,8 @@ def test_kernels_equal_reference(dtype, mode, proj, nonlinearity, packed, revers
 
 @pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_two_thread_path_equals_reference(mode, proj, nonlinearity, packed, monkeypatch):
-    # _SPLIT_MIN lowered (the split is off by default): the rows run as two halves on
-    # two threads
-    monkeypatch.setattr(_ops, "_SPLIT_MIN", 1)
+def test_wide_batch_equals_reference(mode, proj, nonlinearity, packed):
+    # a batch and width where BLAS takes its blocked, threaded paths
     check(mode, np.float64, L=6, N=24, H_in=8, H=64, packed=packed, reverse=packed,
           proj=proj * 8, nonlinearity=nonlinearity)
 
@@ -158,7 +156,7 @@ for dtype in (np.float32, np.float64):
     check("LSTM", dtype, 3, 3, 2, 4, packed=True, reverse=True, proj=2)
     check("GRU", dtype, 3, 3, 2, 4, packed=True, reverse=False)
     check("RNN", dtype, 3, 2, 2, 4, packed=False, reverse=True, nonlinearity="relu")
-check("LSTM", np.float64, 2, 24, 2, 64, packed=True, reverse=False)  # the two-thread path
+check("LSTM", np.float64, 2, 24, 2, 64, packed=True, reverse=False)  # a wide batch
 print("ok")
 """
 

@@ -156,10 +156,9 @@ overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
 
 # ---------------------------------------------------------------- kernels
-# Every kernel runs the rows [lo, hi) of the batch, so two threads can each take
-# a half (rows are independent). At processing step s (time t = s, or L-1-s
-# reversed) rows [lo, min(bs[t], hi)) are active; the others keep their state and
-# output zeros (packed input: rows sorted by decreasing length).
+# At processing step s (time t = s, or L-1-s reversed) rows [0, bs[t]) are
+# active; the others keep their state and output zeros (packed input: rows sorted
+# by decreasing length).
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
@@ -183,7 +182,7 @@ def _gru_cell(gm, h_prev, h_new, H):
 
 
 @njit(**_OPTS)
-def gru_forward_infer(xw, w_hh, b_hh, bs, reverse, lo, hi, h, output, z, hn):
+def gru_forward_infer(xw, w_hh, b_hh, bs, reverse, h, output, z, hn):
     """Inference: keeps only the running state.
 
     xw      (L, N, G)   read      x W_ih^T + b_ih, one GEMM by the caller; G = 3H
@@ -199,20 +198,20 @@ def gru_forward_infer(xw, w_hh, b_hh, bs, reverse, lo, hi, h, output, z, hn):
     H = G // 3
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        if n > lo:
-            np.dot(h[lo:n], w_hh.T, z[lo:n])  # (n, G): the one GEMM of the step
-            for m in range(lo, n):
+        n = min(bs[t], N)
+        if n > 0:
+            np.dot(h[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
+            for m in range(n):
                 _gru_gates(z[m], xw[t, m], b_hh, hn[m], H)
                 _gru_cell(z[m], h[m], h[m], H)
-        for m in range(lo, n):
+        for m in range(n):
             output[t, m, :] = h[m]
-        for m in range(n, hi):
+        for m in range(n, N):
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
-def gru_forward_train(xw, w_hh, b_hh, bs, reverse, lo, hi, hs, gates, hn, output):
+def gru_forward_train(xw, w_hh, b_hh, bs, reverse, hs, gates, hn, output):
     """Training: keeps what ``gru_backward`` needs, in processing order.
 
     hs      (L+1, N, H)  written  hs[0] holds h_0 on entry; hs[s] enters step s
@@ -225,16 +224,16 @@ def gru_forward_train(xw, w_hh, b_hh, bs, reverse, lo, hi, hs, gates, hn, output
     H = G // 3
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
+        n = min(bs[t], N)
         z = gates[s]
-        if n > lo:
-            np.dot(hs[s, lo:n], w_hh.T, z[lo:n])
-            for m in range(lo, n):
+        if n > 0:
+            np.dot(hs[s, :n], w_hh.T, z[:n])
+            for m in range(n):
                 _gru_gates(z[m], xw[t, m], b_hh, hn[s, m], H)
                 _gru_cell(z[m], hs[s, m], hs[s + 1, m], H)
-        for m in range(lo, n):
+        for m in range(n):
             output[t, m, :] = hs[s + 1, m]
-        for m in range(n, hi):  # inactive: the state carries over
+        for m in range(n, N):  # inactive: the state carries over
             hs[s + 1, m, :] = hs[s, m]
             z[m, :] = 0.0
             hn[s, m, :] = 0.0
@@ -242,7 +241,7 @@ def gru_forward_train(xw, w_hh, b_hh, bs, reverse, lo, hi, hs, gates, hn, output
 
 
 @njit(**_OPTS)
-def gru_backward(w_hh, bs, reverse, lo, hi, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
+def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
     """The fused BPTT of ``gru_forward_train``, from the last processing step down.
 
     hs, gates, hn        read     the forward's histories
@@ -256,13 +255,13 @@ def gru_backward(w_hh, bs, reverse, lo, hi, hs, gates, hn, d_output, dh, dxw, dh
     H = G // 3
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        for m in range(n, hi):
+        n = min(bs[t], N)
+        for m in range(n, N):
             dxw[s, m, :] = 0.0
             dhw[s, m, :] = 0.0
-        if n == lo:
+        if n == 0:
             continue
-        for m in range(lo, n):
+        for m in range(n):
             gm, dx, dw, hp, hnm = gates[s, m], dxw[s, m], dhw[s, m], hs[s, m], hn[s, m]
             dhm, dom, dhsm = dh[m], d_output[t, m], dhs[m]
             for j in range(H):
@@ -277,8 +276,8 @@ def gru_backward(w_hh, bs, reverse, lo, hi, hs, gates, hn, d_output, dh, dxw, dh
                 dw[j] = dx[j]
                 dw[H + j] = dx[H + j]
                 dw[2 * H + j] = dx[2 * H + j] * gm[j]  # r ⊙ (W_hn h + b_hn)
-        np.dot(dhw[s, lo:n], w_hh, dh[lo:n])  # (n, H)
-        for m in range(lo, n):
+        np.dot(dhw[s, :n], w_hh, dh[:n])  # (n, H)
+        for m in range(n):
             gm, dhm, dhsm = gates[s, m], dh[m], dhs[m]
             for j in range(H):
                 dhm[j] = dhsm[j] * gm[H + j] + dhm[j]  # + z ⊙ dh' directly

@@ -156,17 +156,16 @@ overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
 
 # ---------------------------------------------------------------- kernels
-# Every kernel runs the rows [lo, hi) of the batch, so two threads can each take
-# a half (rows are independent). At processing step s (time t = s, or L-1-s
-# reversed) rows [lo, min(bs[t], hi)) are active; the others keep their state and
-# output zeros (packed input: rows sorted by decreasing length).
+# At processing step s (time t = s, or L-1-s reversed) rows [0, bs[t]) are
+# active; the others keep their state and output zeros (packed input: rows sorted
+# by decreasing length).
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_OPTS)
-def _lstm_gates(z, xw_t, lo, n, H):
-    """z[m] += xw_t[m], then σ on i, f, o and tanh on g, in place, rows [lo, n)."""
-    for m in range(lo, n):
+def _lstm_gates(z, xw_t, n, H):
+    """z[m] += xw_t[m], then σ on i, f, o and tanh on g, in place, rows [0, n)."""
+    for m in range(n):
         zm, xm = z[m], xw_t[m]
         # counted loops from 0 with offset indices: LLVM vectorizes these, not
         # `range(2 * H, 3 * H)` (measured: 4x slower gate math)
@@ -188,7 +187,7 @@ def _lstm_cell(gm, c_prev, c_new, h_new, H):
 
 
 @njit(**_OPTS)
-def lstm_forward_infer(xw, w_hh, w_hr, bs, reverse, lo, hi, h, c, output, z, r):
+def lstm_forward_infer(xw, w_hh, w_hr, bs, reverse, h, c, output, z, r):
     """Inference: keeps only the running state.
 
     xw      (L, N, G)   read      x W_ih^T + b_ih + b_hh, one GEMM by the caller; G = 4H
@@ -205,22 +204,22 @@ def lstm_forward_infer(xw, w_hh, w_hr, bs, reverse, lo, hi, h, c, output, z, r):
     proj = w_hr.shape[0] > 0
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        if n > lo:
-            np.dot(h[lo:n], w_hh.T, z[lo:n])  # (n, G): the one GEMM of the step
-            _lstm_gates(z, xw[t], lo, n, H)
-            for m in range(lo, n):
+        n = min(bs[t], N)
+        if n > 0:
+            np.dot(h[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
+            _lstm_gates(z, xw[t], n, H)
+            for m in range(n):
                 _lstm_cell(z[m], c[m], c[m], r[m] if proj else h[m], H)
             if proj:
-                np.dot(r[lo:n], w_hr.T, h[lo:n])  # h' = W_hr (o ⊙ tanh c')
-        for m in range(lo, n):
+                np.dot(r[:n], w_hr.T, h[:n])  # h' = W_hr (o ⊙ tanh c')
+        for m in range(n):
             output[t, m, :] = h[m]
-        for m in range(n, hi):
+        for m in range(n, N):
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
-def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, lo, hi, hs, cs, gates, output, r):
+def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
     """Training: keeps what ``lstm_backward`` needs, in processing order.
 
     hs      (L+1, N, P)  written  hs[0] holds h_0 on entry; hs[s] enters step s
@@ -234,18 +233,18 @@ def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, lo, hi, hs, cs, gates, outpu
     proj = w_hr.shape[0] > 0
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
+        n = min(bs[t], N)
         z = gates[s]
-        if n > lo:
-            np.dot(hs[s, lo:n], w_hh.T, z[lo:n])
-            _lstm_gates(z, xw[t], lo, n, H)
-            for m in range(lo, n):
+        if n > 0:
+            np.dot(hs[s, :n], w_hh.T, z[:n])
+            _lstm_gates(z, xw[t], n, H)
+            for m in range(n):
                 _lstm_cell(z[m], cs[s, m], cs[s + 1, m], r[m] if proj else hs[s + 1, m], H)
             if proj:
-                np.dot(r[lo:n], w_hr.T, hs[s + 1, lo:n])
-        for m in range(lo, n):
+                np.dot(r[:n], w_hr.T, hs[s + 1, :n])
+        for m in range(n):
             output[t, m, :] = hs[s + 1, m]
-        for m in range(n, hi):  # inactive: the state carries over
+        for m in range(n, N):  # inactive: the state carries over
             hs[s + 1, m, :] = hs[s, m]
             cs[s + 1, m, :] = cs[s, m]
             z[m, :] = 0.0
@@ -253,7 +252,7 @@ def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, lo, hi, hs, cs, gates, outpu
 
 
 @njit(**_OPTS)
-def lstm_backward(w_hh, w_hr, bs, reverse, lo, hi, cs, gates, d_output, dh, dc, dz,
+def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
                   dh_steps, dr, tc):
     """The fused BPTT of ``lstm_forward_train``, from the last processing step down.
 
@@ -264,30 +263,30 @@ def lstm_backward(w_hh, w_hr, bs, reverse, lo, hi, cs, gates, d_output, dh, dc, 
     dz       (L, N, G)   written  dL/d pre-activations, processing order; zeros if inactive
     dh_steps (L, N, P)   written  dL/dh' of every step (for dW_hr); (0, 0, 0) without
     dr       (N, H)      scratch  dL/d(o ⊙ tanh c'); (0, 0) without projection
-    tc       (N, H)      scratch  tanh(c'), a row per batch row (threads share nothing)
+    tc       (N, H)      scratch  tanh(c'), a row per batch row
     """
     L, N, G = dz.shape
     H = G // 4
     proj = w_hr.shape[0] > 0
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        for m in range(n, hi):
+        n = min(bs[t], N)
+        for m in range(n, N):
             dz[s, m, :] = 0.0
             if proj:
                 dh_steps[s, m, :] = 0.0
-        if n == lo:
+        if n == 0:
             continue
         P = dh.shape[1]
-        for m in range(lo, n):
+        for m in range(n):
             for p in range(P):
                 dh[m, p] += d_output[t, m, p]  # from the next step and from the output
         if proj:
-            for m in range(lo, n):
+            for m in range(n):
                 dh_steps[s, m, :] = dh[m]
-            np.dot(dh[lo:n], w_hr, dr[lo:n])  # back through h' = W_hr (o ⊙ tanh c')
+            np.dot(dh[:n], w_hr, dr[:n])  # back through h' = W_hr (o ⊙ tanh c')
         dhs = dr if proj else dh
-        for m in range(lo, n):
+        for m in range(n):
             gm, dzm, dcm, dhm, tcm = gates[s, m], dz[s, m], dc[m], dhs[m], tc[m]
             c_new, c_old = cs[s + 1, m], cs[s, m]
             for j in range(H):
@@ -302,4 +301,4 @@ def lstm_backward(w_hh, w_hr, bs, reverse, lo, hi, cs, gates, d_output, dh, dc, 
                 dzm[3 * H + j] = dhm[j] * tcm[j] * o * (1 - o)  # do = dh ⊙ tanh c'
             for j in range(H):
                 dcm[j] = dcm[j] * gm[H + j]  # c' = f ⊙ c + i ⊙ g
-        np.dot(dz[s, lo:n], w_hh, dh[lo:n])  # (n, P)
+        np.dot(dz[s, :n], w_hh, dh[:n])  # (n, P)

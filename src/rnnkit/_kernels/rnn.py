@@ -153,10 +153,9 @@ overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
 
 # ---------------------------------------------------------------- kernels
-# Every kernel runs the rows [lo, hi) of the batch, so two threads can each take
-# a half (rows are independent). At processing step s (time t = s, or L-1-s
-# reversed) rows [lo, min(bs[t], hi)) are active; the others keep their state and
-# output zeros (packed input: rows sorted by decreasing length).
+# At processing step s (time t = s, or L-1-s reversed) rows [0, bs[t]) are
+# active; the others keep their state and output zeros (packed input: rows sorted
+# by decreasing length).
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
@@ -173,7 +172,7 @@ def _rnn_act(am, xm, h_new, relu, H):
 
 
 @njit(**_OPTS)
-def rnn_forward_infer(xw, w_hh, bs, reverse, relu, lo, hi, h, output, a):
+def rnn_forward_infer(xw, w_hh, bs, reverse, relu, h, output, a):
     """Inference: keeps only the running state.
 
     xw      (L, N, H)   read      x W_ih^T + b_ih + b_hh, one GEMM by the caller
@@ -187,19 +186,19 @@ def rnn_forward_infer(xw, w_hh, bs, reverse, relu, lo, hi, h, output, a):
     L, N, H = xw.shape
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        if n > lo:
-            np.dot(h[lo:n], w_hh.T, a[lo:n])  # (n, H): the one GEMM of the step
-            for m in range(lo, n):
+        n = min(bs[t], N)
+        if n > 0:
+            np.dot(h[:n], w_hh.T, a[:n])  # (n, H): the one GEMM of the step
+            for m in range(n):
                 _rnn_act(a[m], xw[t, m], h[m], relu, H)
-        for m in range(lo, n):
+        for m in range(n):
             output[t, m, :] = h[m]
-        for m in range(n, hi):
+        for m in range(n, N):
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
-def rnn_forward_train(xw, w_hh, bs, reverse, relu, lo, hi, hs, output, a):
+def rnn_forward_train(xw, w_hh, bs, reverse, relu, hs, output, a):
     """Training: keeps the state history.
 
     hs      (L+1, N, H)  written  hs[0] holds h_0 on entry; hs[s] enters step s
@@ -208,20 +207,20 @@ def rnn_forward_train(xw, w_hh, bs, reverse, relu, lo, hi, hs, output, a):
     L, N, H = xw.shape
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        if n > lo:
-            np.dot(hs[s, lo:n], w_hh.T, a[lo:n])
-            for m in range(lo, n):
+        n = min(bs[t], N)
+        if n > 0:
+            np.dot(hs[s, :n], w_hh.T, a[:n])
+            for m in range(n):
                 _rnn_act(a[m], xw[t, m], hs[s + 1, m], relu, H)
-        for m in range(lo, n):
+        for m in range(n):
             output[t, m, :] = hs[s + 1, m]
-        for m in range(n, hi):  # inactive: the state carries over
+        for m in range(n, N):  # inactive: the state carries over
             hs[s + 1, m, :] = hs[s, m]
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
-def rnn_backward(w_hh, bs, reverse, relu, lo, hi, hs, d_output, dh, da):
+def rnn_backward(w_hh, bs, reverse, relu, hs, d_output, dh, da):
     """The fused BPTT of ``rnn_forward_train``, from the last processing step down.
 
     hs       (L+1, N, H)  read     the forward's history
@@ -232,12 +231,12 @@ def rnn_backward(w_hh, bs, reverse, relu, lo, hi, hs, d_output, dh, da):
     L, N, H = da.shape
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
-        n = max(min(bs[t], hi), lo)
-        for m in range(n, hi):
+        n = min(bs[t], N)
+        for m in range(n, N):
             da[s, m, :] = 0.0
-        if n == lo:
+        if n == 0:
             continue
-        for m in range(lo, n):
+        for m in range(n):
             dam, dhm, dom, hn = da[s, m], dh[m], d_output[t, m], hs[s + 1, m]
             if relu:
                 for j in range(H):  # relu' = 1 where the output is positive
@@ -245,4 +244,4 @@ def rnn_backward(w_hh, bs, reverse, relu, lo, hi, hs, d_output, dh, da):
             else:
                 for j in range(H):  # tanh' = 1 - tanh²
                     dam[j] = (dhm[j] + dom[j]) * (1 - hn[j] * hn[j])
-        np.dot(da[s, lo:n], w_hh, dh[lo:n])  # (n, H)
+        np.dot(da[s, :n], w_hh, dh[:n])  # (n, H)
