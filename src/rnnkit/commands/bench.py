@@ -41,6 +41,8 @@ QUICK = ("seed", "tiny", "small", "packed")
 MODES = ("LSTM", "GRU", "RNN")
 TASKS = ("infer", "train")
 THREADS = 2
+PAUSE = 0.2  # seconds between two frameworks' turns (see _time_interleaved)
+WARM = 0.05  # seconds of untimed calls that start each turn
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,28 +174,44 @@ class _Cell:
 # ---------------------------------------------------------------- measuring
 
 
-def _time_interleaved(calls, repeats, budget):
-    """Median seconds per framework; one call each in turn, after one warm-up each."""
+def _time_interleaved(calls, repeats, budget, block=3, settle=PAUSE, warm=WARM):
+    """Median seconds per framework. The frameworks take turns in blocks: each block is a
+    pause (``settle`` seconds, so the previous framework's idle threads stop spinning:
+    OpenBLAS's, OpenMP's and onnxruntime's pools busy-wait for a while after each call
+    and would steal the two cores), untimed warm-up calls for at least ``warm`` seconds
+    (one at least: caches and clocks settle), then ``block`` timed calls. Turns repeat
+    until each framework has ``repeats`` timings or has spent ``budget`` seconds."""
     times = {name: [] for name in calls}
-    for call in calls.values():
-        call()
     spent = dict.fromkeys(calls, 0.0)
-    for _ in range(repeats):
-        for name, call in calls.items():
-            if spent[name] > budget and len(times[name]) >= 3:
-                continue
-            t0 = time.perf_counter()
+    while True:
+        todo = [name for name in calls
+                if len(times[name]) < repeats and (spent[name] <= budget
+                                                   or len(times[name]) < 3)]
+        if not todo:
+            break
+        for name in todo:
+            call = calls[name]
+            time.sleep(settle)
+            t_end = time.perf_counter() + warm
             call()
-            dt = time.perf_counter() - t0
-            times[name].append(dt)
-            spent[name] += dt
+            while time.perf_counter() < t_end:
+                call()
+            for _ in range(min(block, repeats - len(times[name]))):
+                t0 = time.perf_counter()
+                call()
+                dt = time.perf_counter() - t0
+                times[name].append(dt)
+                spent[name] += dt
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _gemm_seconds(cell):
     """Seconds the GEMMs alone take in an rnnkit inference: per layer-direction, the
-    input projection (numpy, 2 threads) and T per-step (B, H) x (H, G) products."""
+    input projection and T per-step (B, H) x (H, G) products, on the BLAS rnnkit's
+    kernels call (``rnnkit._kernels.blas``), best of three."""
     import numpy as np
+
+    from rnnkit._kernels.blas import gemm
 
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell.mode] * cell.H
     rng = np.random.default_rng(0)
@@ -204,15 +222,16 @@ def _gemm_seconds(cell):
         w_ih = rng.standard_normal((G, I)).astype(np.float32)
         h = rng.standard_normal((cell.B, cell.H)).astype(np.float32)
         w_hh = rng.standard_normal((G, cell.H)).astype(np.float32)
+        xw = np.empty((cell.T * cell.B, G), np.float32)
         out = np.empty((cell.B, G), np.float32)
-        for _ in range(2):
+        best = math.inf
+        for _ in range(3):
             t0 = time.perf_counter()
-            x @ w_ih.T
-            t1 = time.perf_counter()
+            gemm(x, w_ih.T, xw)
             for _ in range(cell.T):
-                np.dot(h, w_hh.T, out)
-            t2 = time.perf_counter()
-        total += cell.D * (t1 - t0 + (t2 - t1))
+                gemm(h, w_hh.T, out)
+            best = min(best, time.perf_counter() - t0)
+        total += cell.D * best
     return total
 
 
@@ -448,6 +467,6 @@ def _footer(result):
                      f"({c['kernels_cold']}); from the cache: {_fmt(warm, '.2f', '?')} s; "
                      f"import rnnkit: {_fmt(c['import_s'], '.2f', '?')} s")
     lines.append("ratios above 1: rnnkit is faster. gemm%: the share of rnnkit's inference "
-                 "time that its GEMMs alone take (numpy, same shapes)")
+                 "time that its GEMMs alone take (its BLAS, same shapes)")
     lines.extend(f"note: {n}" for n in result["notes"])
     return "\n".join(lines)
