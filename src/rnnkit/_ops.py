@@ -23,7 +23,7 @@ import numpy as np
 from ._kernels import gru as _gru
 from ._kernels import lstm as _lstm
 from ._kernels import rnn as _rnn
-from ._kernels.blas import gemm as _gemm
+from ._kernels.blas import matmul as _matmul  # SciPy's OpenBLAS, as the step kernels
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
            "rnn_backward"]
@@ -50,13 +50,6 @@ def _batch_sizes(batch_sizes, L, N):
 def _state(a, dtype):
     """A fresh C-contiguous copy the kernel may overwrite."""
     return np.array(a, dtype=dtype, order="C", copy=True)
-
-
-def _matmul(a, b):
-    """a @ b on numba's BLAS (see ``_kernels/blas.py``), a fresh C-contiguous result."""
-    out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    _gemm(a, b, out)
-    return out
 
 
 def _project(x, w_ih, b):
