@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from autograd.builtins import DictBox, DictVSpace
 from autograd.core import make_vjp
 from autograd.extend import VSpace, defvjp_argnums, primitive
 from autograd.numpy.numpy_boxes import ArrayBox
@@ -263,6 +264,29 @@ ArrayBox.__array__ = _refuse_array
 # ---------------------------------------------------------------- grad, value_and_grad
 
 
+class _Parameters(dict):
+    """A module's parameters while tracing (name -> array).
+
+    Each parameter looked up in a traced dict is an autograd ``container_take``, and
+    each of those asks for the dict's vector space, which maps over every entry:
+    quadratic in the number of parameters. This dict builds its vector space once.
+    """
+
+    __slots__ = ("_vspace",)
+
+
+def _parameters_vspace(value: _Parameters) -> DictVSpace:
+    try:
+        return value._vspace
+    except AttributeError:
+        value._vspace = DictVSpace(value)
+        return value._vspace
+
+
+VSpace.register(_Parameters, _parameters_vspace)
+DictBox.register(_Parameters)
+
+
 def _is_module(obj) -> bool:
     from .nn.modules.module import Module  # modules import this file, not the reverse
 
@@ -298,7 +322,7 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
                 )
         modules = {k: args[k] for k in nums if _is_module(args[k])}
         start = tuple(
-            {name: np.asarray(p) for name, p in args[k].named_parameters()}
+            _Parameters((name, np.asarray(p)) for name, p in args[k].named_parameters())
             if k in modules else args[k]
             for k in nums
         )
