@@ -176,9 +176,10 @@ def _gru_gates(gm, xm, b_hh, hn, H):
 @njit(**_OPTS)
 def _gru_cell(gm, h_prev, h_new, H):
     """One row: h' = (1 - z) ⊙ n + z ⊙ h."""
+    one = gm.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
     for j in range(H):
         z = gm[H + j]
-        h_new[j] = (1 - z) * gm[2 * H + j] + z * h_prev[j]
+        h_new[j] = (one - z) * gm[2 * H + j] + z * h_prev[j]
 
 
 @njit(**_OPTS)
@@ -253,6 +254,7 @@ def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
     """
     L, N, G = dxw.shape
     H = G // 3
+    one = dxw.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
@@ -266,15 +268,19 @@ def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
             dhm, dom, dhsm = dh[m], d_output[t, m], dhs[m]
             for j in range(H):
                 dhsm[j] = dhm[j] + dom[j]  # from the next step and from the output
+            # one written array region per loop, so that each vectorizes
+            for j in range(H):  # h' = (1-z) n + z h; n = tanh(a_n), tanh' = 1 - n²
+                z, ng = gm[H + j], gm[2 * H + j]
+                dx[2 * H + j] = dhsm[j] * (one - z) * (one - ng * ng)  # da_n
+            for j in range(H):  # a_n = ... + r ⊙ hn; σ' = σ(one - σ)
+                r = gm[j]
+                dx[j] = dx[2 * H + j] * hnm[j] * r * (one - r)
             for j in range(H):
-                r, z, ng = gm[j], gm[H + j], gm[2 * H + j]
-                da_n = dhsm[j] * (1 - z) * (1 - ng * ng)  # h' = (1-z) n + z h; tanh' = 1 - n²
-                dx[j] = da_n * hnm[j] * r * (1 - r)  # n = tanh(... + r ⊙ hn); σ' = σ(1 - σ)
-                dx[H + j] = dhsm[j] * (hp[j] - ng) * z * (1 - z)
-                dx[2 * H + j] = da_n
+                z = gm[H + j]
+                dx[H + j] = dhsm[j] * (hp[j] - gm[2 * H + j]) * z * (one - z)
+            for k in range(2 * H):
+                dw[k] = dx[k]
             for j in range(H):
-                dw[j] = dx[j]
-                dw[H + j] = dx[H + j]
                 dw[2 * H + j] = dx[2 * H + j] * gm[j]  # r ⊙ (W_hn h + b_hn)
         np.dot(dhw[s, :n], w_hh, dh[:n])  # (n, H)
         for m in range(n):

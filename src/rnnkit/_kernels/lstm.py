@@ -268,6 +268,7 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
     L, N, G = dz.shape
     H = G // 4
     proj = w_hr.shape[0] > 0
+    one = dz.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
@@ -292,13 +293,20 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
             for j in range(H):
                 tcm[j] = _tanh(c_new[j])
             for j in range(H):  # dc' = dc + dh ⊙ o ⊙ tanh'(c'),  tanh' = 1 - tanh²
-                dcm[j] = dcm[j] + dhm[j] * gm[3 * H + j] * (1 - tcm[j] * tcm[j])
-            for j in range(H):  # σ' = σ(1 - σ), tanh' = 1 - tanh²
-                i, f, g, o = gm[j], gm[H + j], gm[2 * H + j], gm[3 * H + j]
-                dzm[j] = dcm[j] * g * i * (1 - i)  # di = dc' ⊙ g
-                dzm[H + j] = dcm[j] * c_old[j] * f * (1 - f)  # df = dc' ⊙ c
-                dzm[2 * H + j] = dcm[j] * i * (1 - g * g)  # dg = dc' ⊙ i
-                dzm[3 * H + j] = dhm[j] * tcm[j] * o * (1 - o)  # do = dh ⊙ tanh c'
+                dcm[j] = dcm[j] + dhm[j] * gm[3 * H + j] * (one - tcm[j] * tcm[j])
+            # σ' = σ(one - σ), tanh' = 1 - tanh²; one written array per loop (vectorizes)
+            for j in range(H):  # di = dc' ⊙ g
+                i = gm[j]
+                dzm[j] = dcm[j] * gm[2 * H + j] * i * (one - i)
+            for j in range(H):  # df = dc' ⊙ c
+                f = gm[H + j]
+                dzm[H + j] = dcm[j] * c_old[j] * f * (one - f)
+            for j in range(H):  # dg = dc' ⊙ i
+                g = gm[2 * H + j]
+                dzm[2 * H + j] = dcm[j] * gm[j] * (one - g * g)
+            for j in range(H):  # do = dh ⊙ tanh c'
+                o = gm[3 * H + j]
+                dzm[3 * H + j] = dhm[j] * tcm[j] * o * (one - o)
             for j in range(H):
                 dcm[j] = dcm[j] * gm[H + j]  # c' = f ⊙ c + i ⊙ g
         np.dot(dz[s, :n], w_hh, dh[:n])  # (n, P)

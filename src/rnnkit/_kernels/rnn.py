@@ -163,9 +163,10 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 def _rnn_act(am, xm, h_new, relu, H):
     """One row: h' = tanh(xw + h W_hh^T), or relu."""
     if relu:
+        zero = am.dtype.type(0)  # a typed zero: the literal 0.0 is float64 in numba
         for j in range(H):
             v = xm[j] + am[j]
-            h_new[j] = v if v > 0 else 0.0
+            h_new[j] = v if v > zero else zero
     else:
         for j in range(H):
             h_new[j] = _tanh(xm[j] + am[j])
@@ -229,6 +230,7 @@ def rnn_backward(w_hh, bs, reverse, relu, hs, d_output, dh, da):
     da       (L, N, H)    written  dL/d pre-activation, processing order; zeros if inactive
     """
     L, N, H = da.shape
+    one, zero = da.dtype.type(1), da.dtype.type(0)  # typed: literals are int64/float64
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
@@ -240,8 +242,8 @@ def rnn_backward(w_hh, bs, reverse, relu, hs, d_output, dh, da):
             dam, dhm, dom, hn = da[s, m], dh[m], d_output[t, m], hs[s + 1, m]
             if relu:
                 for j in range(H):  # relu' = 1 where the output is positive
-                    dam[j] = (dhm[j] + dom[j]) if hn[j] > 0 else 0.0
+                    dam[j] = (dhm[j] + dom[j]) if hn[j] > zero else zero
             else:
                 for j in range(H):  # tanh' = 1 - tanh²
-                    dam[j] = (dhm[j] + dom[j]) * (1 - hn[j] * hn[j])
+                    dam[j] = (dhm[j] + dom[j]) * (one - hn[j] * hn[j])
         np.dot(da[s, :n], w_hh, dh[:n])  # (n, H)
