@@ -18,6 +18,8 @@ vs 436 ms split; a bidirectional T100 B32 H256 layer pair within noise).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._kernels import gru as _gru
@@ -43,8 +45,15 @@ def _empty(ndim, dtype):
 
 def _batch_sizes(batch_sizes, L, N):
     if batch_sizes is None:
-        return np.full(L, N, dtype=np.int64)
+        return _every_row(L, N)
     return np.ascontiguousarray(batch_sizes, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _every_row(L, N):
+    """``[N] * L`` for padded input, every row active every step; shared between calls
+    (the kernels only read it; left writable so numba sees one array type)."""
+    return np.full(L, N, dtype=np.int64)
 
 
 def _state(a, dtype):

@@ -53,7 +53,8 @@ def recurrent_layers_inference(mode, x, h_0, c_0, weights, num_layers, num_direc
     ``weights`` holds per layer-direction the tuple ``(w_ih, w_hh, b_ih, b_hh, w_hr)``.
     """
     layer_input = x
-    h_n, c_n = [], []
+    h_n = np.empty_like(h_0)  # filled per layer-direction (no list and np.stack)
+    c_n = np.empty_like(c_0) if mode == "LSTM" else None
     for layer in range(num_layers):
         outputs = []
         for direction in range(num_directions):
@@ -62,23 +63,21 @@ def recurrent_layers_inference(mode, x, h_0, c_0, weights, num_layers, num_direc
             reverse = direction == 1
             if mode == "LSTM":
                 b = None if b_ih is None else b_ih + b_hh
-                out, h, c, _ = _ops.lstm_forward(layer_input, h_0[k], c_0[k], w_ih, w_hh, b,
-                                                 w_hr, batch_sizes, reverse)
-                c_n.append(c)
+                out, h_n[k], c_n[k], _ = _ops.lstm_forward(layer_input, h_0[k], c_0[k], w_ih,
+                                                           w_hh, b, w_hr, batch_sizes, reverse)
             elif mode == "GRU":
-                out, h, _ = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
-                                             batch_sizes, reverse)
+                out, h_n[k], _ = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
+                                                  batch_sizes, reverse)
             else:
                 b = None if b_ih is None else b_ih + b_hh
-                out, h, _ = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b, nonlinearity,
-                                             batch_sizes, reverse)
+                out, h_n[k], _ = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b,
+                                                  nonlinearity, batch_sizes, reverse)
             outputs.append(out)
-            h_n.append(h)
         layer_output = outputs[0] if num_directions == 1 else np.concatenate(outputs, axis=2)
         if layer < num_layers - 1 and training and dropout_p > 0:
             layer_output = dropout(layer_output, dropout_p, training)
         layer_input = layer_output
-    return layer_input, np.stack(h_n), (np.stack(c_n) if mode == "LSTM" else None)
+    return layer_input, h_n, c_n
 
 
 def recurrent_layers(mode, x, h_0, c_0, weights, num_layers, num_directions, dropout_p,
