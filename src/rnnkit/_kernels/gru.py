@@ -163,6 +163,14 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_OPTS)
+def _copy(dst, src):
+    """dst[:] = src for 1-D rows of one length. A loop, not slice assignment: that
+    compiles numba's broadcast-error message machinery, about 2 s cold."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_OPTS)
 def _gru_gates(gm, xm, b_hh, hn, H):
     """One row: gm holds h W_hh^T on entry, r, z, n on exit; hn = W_hn h + b_hn."""
     for j in range(H):
@@ -206,7 +214,7 @@ def gru_forward_infer(xw, w_hh, b_hh, bs, reverse, h, output, z, hn):
                 _gru_gates(z[m], xw[t, m], b_hh, hn[m], H)
                 _gru_cell(z[m], h[m], h[m], H)
         for m in range(n):
-            output[t, m, :] = h[m]
+            _copy(output[t, m], h[m])
         for m in range(n, N):
             output[t, m, :] = 0.0
 
@@ -233,9 +241,9 @@ def gru_forward_train(xw, w_hh, b_hh, bs, reverse, hs, gates, hn, output):
                 _gru_gates(z[m], xw[t, m], b_hh, hn[s, m], H)
                 _gru_cell(z[m], hs[s, m], hs[s + 1, m], H)
         for m in range(n):
-            output[t, m, :] = hs[s + 1, m]
+            _copy(output[t, m], hs[s + 1, m])
         for m in range(n, N):  # inactive: the state carries over
-            hs[s + 1, m, :] = hs[s, m]
+            _copy(hs[s + 1, m], hs[s, m])
             z[m, :] = 0.0
             hn[s, m, :] = 0.0
             output[t, m, :] = 0.0

@@ -163,6 +163,14 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_OPTS)
+def _copy(dst, src):
+    """dst[:] = src for 1-D rows of one length. A loop, not slice assignment: that
+    compiles numba's broadcast-error message machinery, about 2 s cold."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_OPTS)
 def _lstm_gates(z, xw_t, n, H):
     """z[m] += xw_t[m], then σ on i, f, o and tanh on g, in place, rows [0, n)."""
     for m in range(n):
@@ -213,7 +221,7 @@ def lstm_forward_infer(xw, w_hh, w_hr, bs, reverse, h, c, output, z, r):
             if proj:
                 np.dot(r[:n], w_hr.T, h[:n])  # h' = W_hr (o ⊙ tanh c')
         for m in range(n):
-            output[t, m, :] = h[m]
+            _copy(output[t, m], h[m])
         for m in range(n, N):
             output[t, m, :] = 0.0
 
@@ -243,10 +251,10 @@ def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
             if proj:
                 np.dot(r[:n], w_hr.T, hs[s + 1, :n])
         for m in range(n):
-            output[t, m, :] = hs[s + 1, m]
+            _copy(output[t, m], hs[s + 1, m])
         for m in range(n, N):  # inactive: the state carries over
-            hs[s + 1, m, :] = hs[s, m]
-            cs[s + 1, m, :] = cs[s, m]
+            _copy(hs[s + 1, m], hs[s, m])
+            _copy(cs[s + 1, m], cs[s, m])
             z[m, :] = 0.0
             output[t, m, :] = 0.0
 
@@ -284,7 +292,7 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
                 dh[m, p] += d_output[t, m, p]  # from the next step and from the output
         if proj:
             for m in range(n):
-                dh_steps[s, m, :] = dh[m]
+                _copy(dh_steps[s, m], dh[m])
             np.dot(dh[:n], w_hr, dr[:n])  # back through h' = W_hr (o ⊙ tanh c')
         dhs = dr if proj else dh
         for m in range(n):

@@ -160,6 +160,14 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 
 @njit(**_OPTS)
+def _copy(dst, src):
+    """dst[:] = src for 1-D rows of one length. A loop, not slice assignment: that
+    compiles numba's broadcast-error message machinery, about 2 s cold."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_OPTS)
 def _rnn_act(am, xm, h_new, relu, H):
     """One row: h' = tanh(xw + h W_hh^T), or relu."""
     if relu:
@@ -193,7 +201,7 @@ def rnn_forward_infer(xw, w_hh, bs, reverse, relu, h, output, a):
             for m in range(n):
                 _rnn_act(a[m], xw[t, m], h[m], relu, H)
         for m in range(n):
-            output[t, m, :] = h[m]
+            _copy(output[t, m], h[m])
         for m in range(n, N):
             output[t, m, :] = 0.0
 
@@ -214,9 +222,9 @@ def rnn_forward_train(xw, w_hh, bs, reverse, relu, hs, output, a):
             for m in range(n):
                 _rnn_act(a[m], xw[t, m], hs[s + 1, m], relu, H)
         for m in range(n):
-            output[t, m, :] = hs[s + 1, m]
+            _copy(output[t, m], hs[s + 1, m])
         for m in range(n, N):  # inactive: the state carries over
-            hs[s + 1, m, :] = hs[s, m]
+            _copy(hs[s + 1, m], hs[s, m])
             output[t, m, :] = 0.0
 
 
