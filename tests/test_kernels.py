@@ -171,11 +171,16 @@ def test_kernels_as_python_under_disable_jit():
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
-def test_inference_in_chunks_of_steps(mode, monkeypatch):
-    # inference projects the input a bounded number of steps at a time (64 here)
-    monkeypatch.setattr(_ops, "_CHUNK_BYTES", 1)  # 64 steps per chunk
+@pytest.mark.parametrize("steps", [64, 65], ids=["even-chunks", "odd-chunks"])
+def test_inference_in_chunks_of_steps(mode, steps, monkeypatch):
+    # inference projects the input a bounded number of steps at a time; its state
+    # lives in two slots taking turns, so odd chunk lengths must hand it over right
+    N, H = 3, 4
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[mode] * H
+    monkeypatch.setattr(_ops, "_CHUNK_BYTES", steps * N * G * 8)  # float64: `steps` a chunk
+    assert _ops._chunks(np.empty((150, N, 2)), G, False)[0] == (0, steps)
     for packed, reverse in [(False, False), (True, True)]:
-        args, bs, _, _, _ = _case(mode, np.float64, 150, 3, 2, 4, packed, True)
+        args, bs, _, _, _ = _case(mode, np.float64, 150, N, 2, H, packed, True)
         ours = _run(_ops, mode, args, bs, reverse, False)
         theirs = _run(_reference, mode, args, bs, reverse, False)
         for o, t in zip(ours[:-1], theirs[:-1], strict=True):

@@ -111,19 +111,22 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     bs = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, P), dt)
-    if not keep:
-        h, c = _state(h_0, dt), _state(c_0, dt)
-        z = np.empty((N, G), dt)
+    if not keep:  # two state slots taking turns, one step's gates: memory flat in L
+        hs, cs = np.empty((2, N, P), dt), np.empty((2, N, H), dt)
+        hs[0], cs[0] = h_0, c_0
+        gates = np.empty((1, N, G), dt)
         for t0, t1 in _chunks(x, G, reverse):
-            _lstm.lstm_forward_infer(_project(x[t0:t1], w_ih, b), w_hh, w_hr_k, bs[t0:t1],
-                                     reverse, h, c, output[t0:t1], z, r)
-        return output, h, c, None
+            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b), w_hh, w_hr_k, bs[t0:t1], reverse,
+                               hs, cs, gates, output[t0:t1], r)
+            if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
+                hs[0], cs[0] = hs[1], cs[1]
+        return output, hs[0].copy(), cs[0].copy(), None
     xw = _project(x, w_ih, b)  # (L, N, G): every step in one GEMM
     hs = np.empty((L + 1, N, P), dt)
     cs = np.empty((L + 1, N, H), dt)
     gates = np.empty((L, N, G), dt)
     hs[0], cs[0] = h_0, c_0
-    _lstm.lstm_forward_train(xw, w_hh, w_hr_k, bs, reverse, hs, cs, gates, output, r)
+    _lstm.lstm_forward(xw, w_hh, w_hr_k, bs, reverse, hs, cs, gates, output, r)
     return output, hs[L].copy(), cs[L].copy(), {"h": hs, "c": cs, "gates": gates}
 
 
@@ -171,19 +174,22 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     bs = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, H), dt)
-    if not keep:
-        h = _state(h_0, dt)
-        z, hn = np.empty((N, G), dt), np.empty((N, H), dt)
+    if not keep:  # two state slots taking turns, one step's gates: memory flat in L
+        hs = np.empty((2, N, H), dt)
+        hs[0] = h_0
+        gates, hn = np.empty((1, N, G), dt), np.empty((1, N, H), dt)
         for t0, t1 in _chunks(x, G, reverse):
-            _gru.gru_forward_infer(_project(x[t0:t1], w_ih, b_ih), w_hh, b_hh_k, bs[t0:t1],
-                                   reverse, h, output[t0:t1], z, hn)
-        return output, h, None
+            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih), w_hh, b_hh_k, bs[t0:t1], reverse,
+                             hs, gates, hn, output[t0:t1])
+            if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
+                hs[0] = hs[1]
+        return output, hs[0].copy(), None
     xw = _project(x, w_ih, b_ih)  # (L, N, 3H): every step in one GEMM
     hs = np.empty((L + 1, N, H), dt)
     gates = np.empty((L, N, G), dt)
     hn = np.empty((L, N, H), dt)
     hs[0] = h_0
-    _gru.gru_forward_train(xw, w_hh, b_hh_k, bs, reverse, hs, gates, hn, output)
+    _gru.gru_forward(xw, w_hh, b_hh_k, bs, reverse, hs, gates, hn, output)
     return output, hs[L].copy(), {"h": hs, "gates": gates, "hn": hn}
 
 
@@ -222,16 +228,19 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     reverse, relu = bool(reverse), nonlinearity == "relu"
     output = np.empty((L, N, H), dt)
     a = np.empty((N, H), dt)
-    if not keep:
-        h = _state(h_0, dt)
+    if not keep:  # two state slots taking turns: memory flat in L
+        hs = np.empty((2, N, H), dt)
+        hs[0] = h_0
         for t0, t1 in _chunks(x, H, reverse):
-            _rnn.rnn_forward_infer(_project(x[t0:t1], w_ih, b), w_hh, bs[t0:t1], reverse,
-                                   relu, h, output[t0:t1], a)
-        return output, h, None
+            _rnn.rnn_forward(_project(x[t0:t1], w_ih, b), w_hh, bs[t0:t1], reverse, relu, hs,
+                             output[t0:t1], a)
+            if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
+                hs[0] = hs[1]
+        return output, hs[0].copy(), None
     xw = _project(x, w_ih, b)  # (L, N, H): every step in one GEMM
     hs = np.empty((L + 1, N, H), dt)
     hs[0] = h_0
-    _rnn.rnn_forward_train(xw, w_hh, bs, reverse, relu, hs, output, a)
+    _rnn.rnn_forward(xw, w_hh, bs, reverse, relu, hs, output, a)
     return output, hs[L].copy(), {"h": hs}
 
 

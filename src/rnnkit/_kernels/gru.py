@@ -191,67 +191,47 @@ def _gru_cell(gm, h_prev, h_new, H):
 
 
 @njit(**_OPTS)
-def gru_forward_infer(xw, w_hh, b_hh, bs, reverse, h, output, z, hn):
-    """Inference: keeps only the running state.
+def gru_forward(xw, w_hh, b_hh, bs, reverse, hs, gates, hn, output):
+    """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, G)   read      x W_ih^T + b_ih, one GEMM by the caller; G = 3H
-    w_hh    (G, H)      read
-    b_hh    (G,)        read      zeros without bias
-    bs      (L,) int64  read      active rows per time step
-    h       (N, H)                h_0 on entry, h_n on exit
-    output  (L, N, H)   written   zeros where a row is inactive
-    z       (N, G)      scratch   gates of one step
-    hn      (N, H)      scratch   W_hn h + b_hn of the step
+    xw      (L, N, G)    read      x W_ih^T + b_ih, one GEMM by the caller; G = 3H
+    w_hh    (G, H)       read
+    b_hh    (G,)         read      zeros without bias
+    bs      (L,) int64   read      active rows per time step
+    hs      (S, N, H)    written   hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s]
+                                   enters step s (the history the backward reads).
+                                   Inference: S = 2, slots s % 2 and (s + 1) % 2 take
+                                   turns (no history); h_n ends in hs[L % 2]
+    gates   (K, N, G)    written   r, z, n, zeros if inactive; K = L (training: every
+                                   step) or 1 (inference: scratch)
+    hn      (K, N, H)    written   W_hn h + b_hn, likewise
+    output  (L, N, H)    written   zeros where a row is inactive
     """
     L, N, G = xw.shape
     H = G // 3
+    S, K = hs.shape[0], gates.shape[0]
     for s in range(L):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
+        h_in, h_out = hs[s % S], hs[(s + 1) % S]
+        z, hn_s = gates[s % K], hn[s % K]
         if n > 0:
-            np.dot(h[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
+            np.dot(h_in[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
             for m in range(n):
-                _gru_gates(z[m], xw[t, m], b_hh, hn[m], H)
-                _gru_cell(z[m], h[m], h[m], H)
+                _gru_gates(z[m], xw[t, m], b_hh, hn_s[m], H)
+                _gru_cell(z[m], h_in[m], h_out[m], H)
         for m in range(n):
-            _copy(output[t, m], h[m])
-        for m in range(n, N):
-            output[t, m, :] = 0.0
-
-
-@njit(**_OPTS)
-def gru_forward_train(xw, w_hh, b_hh, bs, reverse, hs, gates, hn, output):
-    """Training: keeps what ``gru_backward`` needs, in processing order.
-
-    hs      (L+1, N, H)  written  hs[0] holds h_0 on entry; hs[s] enters step s
-    gates   (L, N, G)    written  r, z, n; zeros if inactive
-    hn      (L, N, H)    written  W_hn h + b_hn; zeros if inactive
-    output  (L, N, H)    written
-    (the rest as ``gru_forward_infer``)
-    """
-    L, N, G = xw.shape
-    H = G // 3
-    for s in range(L):
-        t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
-        z = gates[s]
-        if n > 0:
-            np.dot(hs[s, :n], w_hh.T, z[:n])
-            for m in range(n):
-                _gru_gates(z[m], xw[t, m], b_hh, hn[s, m], H)
-                _gru_cell(z[m], hs[s, m], hs[s + 1, m], H)
-        for m in range(n):
-            _copy(output[t, m], hs[s + 1, m])
+            _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
-            _copy(hs[s + 1, m], hs[s, m])
+            _copy(h_out[m], h_in[m])
             z[m, :] = 0.0
-            hn[s, m, :] = 0.0
+            hn_s[m, :] = 0.0
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
 def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
-    """The fused BPTT of ``gru_forward_train``, from the last processing step down.
+    """The fused BPTT of ``gru_forward`` (training), from the last processing step down.
 
     hs, gates, hn        read     the forward's histories
     d_output (L, N, H)   read     dL/d output, time order

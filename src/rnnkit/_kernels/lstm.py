@@ -195,66 +195,45 @@ def _lstm_cell(gm, c_prev, c_new, h_new, H):
 
 
 @njit(**_OPTS)
-def lstm_forward_infer(xw, w_hh, w_hr, bs, reverse, h, c, output, z, r):
-    """Inference: keeps only the running state.
+def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
+    """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, G)   read      x W_ih^T + b_ih + b_hh, one GEMM by the caller; G = 4H
-    w_hh    (G, P)      read      P = proj_size, or H
-    w_hr    (P, H)      read      projection; (0, 0) without
-    bs      (L,) int64  read      active rows per time step
-    h, c    (N, P), (N, H)        h_0, c_0 on entry, h_n, c_n on exit
-    output  (L, N, P)   written   zeros where a row is inactive
-    z       (N, G)      scratch   gates of one step
-    r       (N, H)      scratch   o ⊙ tanh(c') before the projection; (0, 0) without
+    xw      (L, N, G)    read      x W_ih^T + b_ih + b_hh, one GEMM by the caller; G = 4H
+    w_hh    (G, P)       read      P = proj_size, or H
+    w_hr    (P, H)       read      projection; (0, 0) without
+    bs      (L,) int64   read      active rows per time step
+    hs      (S, N, P)    written   hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s]
+                                   enters step s (the history the backward reads).
+                                   Inference: S = 2, slots s % 2 and (s + 1) % 2 take
+                                   turns (no history); h_n ends in hs[L % 2]
+    cs      (S, N, H)    written   likewise for c
+    gates   (K, N, G)    written   i, f, g, o after their nonlinearity, zeros if inactive;
+                                   K = L (training: every step) or 1 (inference: scratch)
+    output  (L, N, P)    written   zeros where a row is inactive
+    r       (N, H)       scratch   o ⊙ tanh(c') before the projection; (0, 0) without
     """
     L, N, G = xw.shape
     H = G // 4
+    S, K = hs.shape[0], gates.shape[0]
     proj = w_hr.shape[0] > 0
     for s in range(L):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
+        h_in, h_out = hs[s % S], hs[(s + 1) % S]
+        c_in, c_out = cs[s % S], cs[(s + 1) % S]
+        z = gates[s % K]
         if n > 0:
-            np.dot(h[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
+            np.dot(h_in[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
             _lstm_gates(z, xw[t], n, H)
             for m in range(n):
-                _lstm_cell(z[m], c[m], c[m], r[m] if proj else h[m], H)
+                _lstm_cell(z[m], c_in[m], c_out[m], r[m] if proj else h_out[m], H)
             if proj:
-                np.dot(r[:n], w_hr.T, h[:n])  # h' = W_hr (o ⊙ tanh c')
+                np.dot(r[:n], w_hr.T, h_out[:n])  # h' = W_hr (o ⊙ tanh c')
         for m in range(n):
-            _copy(output[t, m], h[m])
-        for m in range(n, N):
-            output[t, m, :] = 0.0
-
-
-@njit(**_OPTS)
-def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
-    """Training: keeps what ``lstm_backward`` needs, in processing order.
-
-    hs      (L+1, N, P)  written  hs[0] holds h_0 on entry; hs[s] enters step s
-    cs      (L+1, N, H)  written  likewise for c
-    gates   (L, N, G)    written  i, f, g, o after their nonlinearity; zeros if inactive
-    output  (L, N, P)    written
-    (the rest as ``lstm_forward_infer``)
-    """
-    L, N, G = xw.shape
-    H = G // 4
-    proj = w_hr.shape[0] > 0
-    for s in range(L):
-        t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
-        z = gates[s]
-        if n > 0:
-            np.dot(hs[s, :n], w_hh.T, z[:n])
-            _lstm_gates(z, xw[t], n, H)
-            for m in range(n):
-                _lstm_cell(z[m], cs[s, m], cs[s + 1, m], r[m] if proj else hs[s + 1, m], H)
-            if proj:
-                np.dot(r[:n], w_hr.T, hs[s + 1, :n])
-        for m in range(n):
-            _copy(output[t, m], hs[s + 1, m])
+            _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
-            _copy(hs[s + 1, m], hs[s, m])
-            _copy(cs[s + 1, m], cs[s, m])
+            _copy(h_out[m], h_in[m])
+            _copy(c_out[m], c_in[m])
             z[m, :] = 0.0
             output[t, m, :] = 0.0
 
@@ -262,7 +241,7 @@ def lstm_forward_train(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
 @njit(**_OPTS)
 def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
                   dh_steps, dr, tc):
-    """The fused BPTT of ``lstm_forward_train``, from the last processing step down.
+    """The fused BPTT of ``lstm_forward`` (training), from the last processing step down.
 
     w_hh, w_hr, bs       read     as the forward
     cs, gates            read     the forward's histories

@@ -181,56 +181,40 @@ def _rnn_act(am, xm, h_new, relu, H):
 
 
 @njit(**_OPTS)
-def rnn_forward_infer(xw, w_hh, bs, reverse, relu, h, output, a):
-    """Inference: keeps only the running state.
+def rnn_forward(xw, w_hh, bs, reverse, relu, hs, output, a):
+    """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, H)   read      x W_ih^T + b_ih + b_hh, one GEMM by the caller
-    w_hh    (H, H)      read
-    bs      (L,) int64  read      active rows per time step
-    relu    bool                  relu instead of tanh
-    h       (N, H)                h_0 on entry, h_n on exit
-    output  (L, N, H)   written   zeros where a row is inactive
-    a       (N, H)      scratch   h W_hh^T of one step
+    xw      (L, N, H)    read      x W_ih^T + b_ih + b_hh, one GEMM by the caller
+    w_hh    (H, H)       read
+    bs      (L,) int64   read      active rows per time step
+    relu    bool                   relu instead of tanh
+    hs      (S, N, H)    written   hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s]
+                                   enters step s (the history the backward reads).
+                                   Inference: S = 2, slots s % 2 and (s + 1) % 2 take
+                                   turns (no history); h_n ends in hs[L % 2]
+    output  (L, N, H)    written   zeros where a row is inactive
+    a       (N, H)       scratch   h W_hh^T of one step
     """
     L, N, H = xw.shape
+    S = hs.shape[0]
     for s in range(L):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
+        h_in, h_out = hs[s % S], hs[(s + 1) % S]
         if n > 0:
-            np.dot(h[:n], w_hh.T, a[:n])  # (n, H): the one GEMM of the step
+            np.dot(h_in[:n], w_hh.T, a[:n])  # (n, H): the one GEMM of the step
             for m in range(n):
-                _rnn_act(a[m], xw[t, m], h[m], relu, H)
+                _rnn_act(a[m], xw[t, m], h_out[m], relu, H)
         for m in range(n):
-            _copy(output[t, m], h[m])
-        for m in range(n, N):
-            output[t, m, :] = 0.0
-
-
-@njit(**_OPTS)
-def rnn_forward_train(xw, w_hh, bs, reverse, relu, hs, output, a):
-    """Training: keeps the state history.
-
-    hs      (L+1, N, H)  written  hs[0] holds h_0 on entry; hs[s] enters step s
-    (the rest as ``rnn_forward_infer``)
-    """
-    L, N, H = xw.shape
-    for s in range(L):
-        t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
-        if n > 0:
-            np.dot(hs[s, :n], w_hh.T, a[:n])
-            for m in range(n):
-                _rnn_act(a[m], xw[t, m], hs[s + 1, m], relu, H)
-        for m in range(n):
-            _copy(output[t, m], hs[s + 1, m])
+            _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
-            _copy(hs[s + 1, m], hs[s, m])
+            _copy(h_out[m], h_in[m])
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
 def rnn_backward(w_hh, bs, reverse, relu, hs, d_output, dh, da):
-    """The fused BPTT of ``rnn_forward_train``, from the last processing step down.
+    """The fused BPTT of ``rnn_forward`` (training), from the last processing step down.
 
     hs       (L+1, N, H)  read     the forward's history
     d_output (L, N, H)    read     dL/d output, time order
