@@ -26,6 +26,7 @@ from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import getval, isbox
 
 from . import _ops
+from ._random import dropout_mask
 
 # ---------------------------------------------------------------- no_grad
 
@@ -235,6 +236,126 @@ def rnn_layer(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, reve
         *map(getval, (x, h_0, w_ih, w_hh, b)), nonlinearity, batch_sizes, reverse, keep=False
     )
     return output, h_n
+
+
+# ---------------------------------------------------------------- a stack of layers
+# A module's whole stack (every layer and direction, the dropout between layers) is
+# one primitive: per traced call autograd then records one node for the recurrences,
+# not a node per layer-direction plus its bias sum, output unpacking, concatenation
+# of the directions and stacking of the final states (each node costs tens of
+# microseconds of tracing and backward bookkeeping; at seed size that was most of a
+# training step). Its VJP runs the layers' fused backwards from the top down.
+
+
+def _layer_weights(flat, k, bias, proj):
+    """Layer-direction ``k``'s ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` from the flat list."""
+    per = 2 + 2 * bias + proj
+    w = flat[k * per:(k + 1) * per]
+    b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
+    return w[0], w[1], b_ih, b_hh, (w[-1] if proj else None)
+
+
+@primitive
+def _stack(spec, x, h_0, c_0, *flat):
+    """Returns ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n, saved)`` else."""
+    mode, num_layers, D, dropout_p, training, nonlinearity, batch_sizes, bias, proj = spec
+    lstm = mode == "LSTM"
+    h_n = np.empty_like(h_0)
+    c_n = np.empty_like(c_0) if lstm else None
+    layer_input, saved = x, []
+    for layer in range(num_layers):
+        outs, kept = [], []
+        for direction in range(D):
+            k = D * layer + direction
+            w_ih, w_hh, b_ih, b_hh, w_hr = _layer_weights(flat, k, bias, proj)
+            reverse = direction == 1
+            if lstm:
+                b = None if b_ih is None else b_ih + b_hh
+                out, h_n[k], c_n[k], s = _ops.lstm_forward(
+                    layer_input, h_0[k], c_0[k], w_ih, w_hh, b, w_hr, batch_sizes, reverse,
+                    keep=True)
+            elif mode == "GRU":
+                out, h_n[k], s = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
+                                                  batch_sizes, reverse, keep=True)
+            else:
+                b = None if b_ih is None else b_ih + b_hh
+                out, h_n[k], s = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b,
+                                                  nonlinearity, batch_sizes, reverse, keep=True)
+            outs.append(out)
+            kept.append(s)
+        output = outs[0] if D == 1 else np.concatenate(outs, axis=2)  # forward first
+        mask = None
+        if layer < num_layers - 1 and training and dropout_p > 0:  # between layers only
+            mask = dropout_mask(output.shape, output.dtype, dropout_p)
+            output = output * mask
+        saved.append((layer_input, kept, mask))
+        layer_input = output
+    return (layer_input, h_n) + ((c_n,) if lstm else ()) + (_Saved(saved),)
+
+
+def _stack_vjp(argnums, ans, args, kwargs):
+    spec, x, h_0, c_0, *flat = args
+    mode, num_layers, D, _, _, nonlinearity, batch_sizes, bias, proj = spec
+    lstm = mode == "LSTM"
+    saved = ans[-1].arrays
+    H_out = h_0.shape[2]
+
+    def vjp(g):
+        d, dh_n = g[0], g[1]
+        dc_n = g[2] if lstm else None
+        dh_0 = np.empty_like(h_0)
+        dc_0 = np.empty_like(c_0) if lstm else None
+        d_flat = [None] * len(flat)
+        for layer in range(num_layers - 1, -1, -1):
+            layer_input, kept, mask = saved[layer]
+            if mask is not None:
+                d = d * mask
+            d_input = None
+            for direction in range(D):
+                k = D * layer + direction
+                w_ih, w_hh, _, _, w_hr = _layer_weights(flat, k, bias, proj)
+                d_dir = d if D == 1 else d[:, :, direction * H_out:(direction + 1) * H_out]
+                reverse = direction == 1
+                if lstm:
+                    dx, dh_0[k], dc_0[k], dw_ih, dw_hh, db, dw_hr = _ops.lstm_backward(
+                        layer_input, w_ih, w_hh, w_hr, kept[direction], d_dir, dh_n[k],
+                        dc_n[k], batch_sizes, reverse)
+                    grads = [dw_ih, dw_hh] + ([db, db.copy()] if bias else []) + \
+                        ([dw_hr] if proj else [])
+                elif mode == "GRU":
+                    dx, dh_0[k], dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
+                        layer_input, w_ih, w_hh, kept[direction], d_dir, dh_n[k], batch_sizes,
+                        reverse)
+                    grads = [dw_ih, dw_hh] + ([db_ih, db_hh] if bias else [])
+                else:
+                    dx, dh_0[k], dw_ih, dw_hh, db = _ops.rnn_backward(
+                        layer_input, w_ih, w_hh, kept[direction], d_dir, dh_n[k],
+                        nonlinearity, batch_sizes, reverse)
+                    grads = [dw_ih, dw_hh] + ([db, db.copy()] if bias else [])
+                d_flat[k * len(grads):(k + 1) * len(grads)] = grads  # b_ih, b_hh: one sum
+                d_input = dx if d_input is None else d_input + dx
+            d = d_input
+        by_arg = {1: d, 2: dh_0, 3: dc_0}  # 0 is spec, 4... the flat weights
+        return tuple(by_arg[a] if a < 4 else d_flat[a - 4] for a in argnums)
+
+    return vjp
+
+
+defvjp_argnums(_stack, _stack_vjp)
+
+
+def stacked_layers(mode, x, h_0, c_0, flat, num_layers, num_directions, dropout_p, training,
+                   nonlinearity, batch_sizes, bias, proj):
+    """Every layer and direction of a recurrent module, traced as one autograd node.
+
+    ``flat`` holds per layer-direction ``w_ih, w_hh`` then ``b_ih, b_hh`` (with bias) then
+    ``w_hr`` (with projection). Returns ``output, h_n, c_n`` (``c_n`` None but for the
+    LSTM), as ``nn.functional.recurrent_layers``.
+    """
+    spec = (mode, num_layers, num_directions, dropout_p, training, nonlinearity, batch_sizes,
+            bias, proj)
+    res = _stack(spec, x, h_0, c_0 if mode == "LSTM" else None, *flat)
+    return res[0], res[1], (res[2] if mode == "LSTM" else None)
 
 
 # ---------------------------------------------------------------- plain numpy on traced values

@@ -28,3 +28,13 @@ def manual_seed(seed: int) -> np.random.Generator:
 def default_generator() -> np.random.Generator:
     """The generator that parameter init and dropout draw from."""
     return _generator
+
+
+def dropout_mask(shape: tuple, dtype, p: float) -> np.ndarray:
+    """Dropout's multiplier: 0 with probability ``p``, else ``1/(1-p)``; one Bernoulli
+    draw per element from rnnkit's generator (all zeros, no draw, when ``p == 1``)."""
+    dtype = np.dtype(dtype)
+    if p == 1.0:
+        return np.zeros(shape, dtype)
+    keep = _generator.random(shape) >= p  # Bernoulli(1 - p) per element
+    return keep.astype(dtype) / dtype.type(1.0 - p)

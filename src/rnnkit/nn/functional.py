@@ -14,7 +14,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from .. import _autodiff, _ops
-from .._random import default_generator
+from .._random import dropout_mask
 
 __all__ = [
     "dropout",
@@ -39,10 +39,7 @@ def dropout(input, p: float = 0.5, training: bool = True):
     if not training or p == 0.0:
         return input
     value = getval(input)
-    if p == 1.0:
-        return input * np.zeros_like(value)
-    keep = default_generator().random(value.shape) >= p  # Bernoulli(1 - p) per element
-    return input * (keep.astype(value.dtype) / value.dtype.type(1.0 - p))
+    return input * dropout_mask(value.shape, value.dtype, p)
 
 
 def recurrent_layers_inference(mode, x, h_0, c_0, weights, num_layers, num_directions,
@@ -96,40 +93,11 @@ def recurrent_layers(mode, x, h_0, c_0, weights, num_layers, num_directions, dro
     Returns:
         ``output (L, N, D * H_out), h_n, c_n`` (``c_n`` None but for the LSTM).
     """
-    layer_input = x
-    h_n, c_n = [], []
-    for layer in range(num_layers):
-        outputs = []
-        for direction in range(num_directions):
-            k = num_directions * layer + direction
-            w = weights[k]
-            reverse = direction == 1
-            if mode == "LSTM":
-                b = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
-                out, h, c = _autodiff.lstm_layer(
-                    layer_input, h_0[k], c_0[k], w["w_ih"], w["w_hh"], b, w["w_hr"],
-                    batch_sizes, reverse,
-                )
-                c_n.append(c)
-            elif mode == "GRU":
-                out, h = _autodiff.gru_layer(
-                    layer_input, h_0[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"],
-                    batch_sizes, reverse,
-                )
-            else:
-                b = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
-                out, h = _autodiff.rnn_layer(
-                    layer_input, h_0[k], w["w_ih"], w["w_hh"], b, nonlinearity,
-                    batch_sizes, reverse,
-                )
-            outputs.append(out)
-            h_n.append(h)
-        # forward direction first in the last axis
-        layer_output = outputs[0] if num_directions == 1 else anp.concatenate(outputs, axis=2)
-        if layer < num_layers - 1:
-            layer_output = dropout(layer_output, dropout_p, training)  # between layers only
-        layer_input = layer_output
-    return layer_input, anp.stack(h_n), (anp.stack(c_n) if mode == "LSTM" else None)
+    bias, proj = weights[0]["b_ih"] is not None, weights[0]["w_hr"] is not None
+    names = ("w_ih", "w_hh") + (("b_ih", "b_hh") if bias else ()) + (("w_hr",) if proj else ())
+    flat = [w[name] for w in weights for name in names]
+    return _autodiff.stacked_layers(mode, x, h_0, c_0, flat, num_layers, num_directions,
+                                    dropout_p, training, nonlinearity, batch_sizes, bias, proj)
 
 
 # ---------------------------------------------------------------- linear, embedding
