@@ -401,8 +401,8 @@ def run(args) -> int:
         result["compile"] = {
             "cold_all_kernels_s": cold and cold[1], "import_s": cold and cold[0],
             "first_calls_from_cache_s": warm and warm[1],
-            "kernels_cold": "LSTM, LSTM proj, GRU, RNN tanh, RNN relu: inference, training "
-                            "forward, backward; " + dtypes.replace("np.", ""),
+            "kernels_cold": "LSTM, LSTM proj, GRU, RNN tanh, RNN relu: forward (training "
+                            "and inference), backward; " + dtypes.replace("np.", ""),
         }
 
     if args.json:
