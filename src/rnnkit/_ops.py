@@ -204,13 +204,15 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
     dh = _state(dh_n, dt)
     d_output = np.ascontiguousarray(d_output, dtype=dt)
     bs = _batch_sizes(batch_sizes, L, N)
-    dxw = np.empty((L, N, G), dt)  # d(x W_ih^T + b_ih)
-    dhw = np.empty((L, N, G), dt)  # d(h W_hh^T + b_hh)
-    dhs = np.empty((N, H), dt)
+    dxw = np.empty((L, N, G), dt)  # d(x W_ih^T + b_ih), processing order
+    dhw, dhs = np.empty((N, G), dt), np.empty((N, H), dt)
     _gru.gru_backward(w_hh, bs, bool(reverse), hs, gates, hn, d_output, dh, dxw, dhw, dhs)
-    dw_hh = _matmul(dhw.reshape(-1, G).T, hs[:L].reshape(-1, H))  # one GEMM over all steps
-    db_hh = dhw.reshape(-1, G).sum(axis=0)
     dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse)
+    # d(h W_hh^T + b_hh) is d(x W_ih^T + b_ih) but for its n rows, r ⊙ that: derived in
+    # place once dxw has served, so no second (L, N, 3H) stack is ever allocated
+    dxw[:, :, 2 * H:] *= gates[:, :, :H]
+    dw_hh = _matmul(dxw.reshape(-1, G).T, hs[:L].reshape(-1, H))  # one GEMM over all steps
+    db_hh = dxw.reshape(-1, G).sum(axis=0)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 

@@ -236,8 +236,10 @@ def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
     hs, gates, hn        read     the forward's histories
     d_output (L, N, H)   read     dL/d output, time order
     dh       (N, H)               dh_n on entry, dh_0 on exit
-    dxw      (L, N, G)   written  d(x W_ih^T + b_ih), processing order; zeros if inactive
-    dhw      (L, N, G)   written  d(h W_hh^T + b_hh), likewise
+    dxw      (L, N, G)   written  d(x W_ih^T + b_ih), processing order; zeros if inactive.
+                                  d(h W_hh^T + b_hh) equals it but for the n rows, which
+                                  are r ⊙ dxw_n: the caller derives it in place afterwards
+    dhw      (N, G)      scratch  d(h W_hh^T + b_hh) of the step, for dh
     dhs      (N, H)      scratch  dL/dh' of the step
     """
     L, N, G = dxw.shape
@@ -248,11 +250,10 @@ def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
         n = min(bs[t], N)
         for m in range(n, N):
             dxw[s, m, :] = 0.0
-            dhw[s, m, :] = 0.0
         if n == 0:
             continue
         for m in range(n):
-            gm, dx, dw, hp, hnm = gates[s, m], dxw[s, m], dhw[s, m], hs[s, m], hn[s, m]
+            gm, dx, dw, hp, hnm = gates[s, m], dxw[s, m], dhw[m], hs[s, m], hn[s, m]
             dhm, dom, dhsm = dh[m], d_output[t, m], dhs[m]
             for j in range(H):
                 dhsm[j] = dhm[j] + dom[j]  # from the next step and from the output
@@ -260,7 +261,7 @@ def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
             for j in range(H):  # h' = (1-z) n + z h; n = tanh(a_n), tanh' = 1 - n²
                 z, ng = gm[H + j], gm[2 * H + j]
                 dx[2 * H + j] = dhsm[j] * (one - z) * (one - ng * ng)  # da_n
-            for j in range(H):  # a_n = ... + r ⊙ hn; σ' = σ(one - σ)
+            for j in range(H):  # a_n = ... + r ⊙ hn; σ' = σ(1 - σ)
                 r = gm[j]
                 dx[j] = dx[2 * H + j] * hnm[j] * r * (one - r)
             for j in range(H):
@@ -270,7 +271,7 @@ def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
                 dw[k] = dx[k]
             for j in range(H):
                 dw[2 * H + j] = dx[2 * H + j] * gm[j]  # r ⊙ (W_hn h + b_hn)
-        np.dot(dhw[s, :n], w_hh, dh[:n])  # (n, H)
+        np.dot(dhw[:n], w_hh, dh[:n])  # (n, H)
         for m in range(n):
             gm, dhm, dhsm = gates[s, m], dh[m], dhs[m]
             for j in range(H):

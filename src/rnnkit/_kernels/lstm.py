@@ -281,7 +281,7 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
                 tcm[j] = _tanh(c_new[j])
             for j in range(H):  # dc' = dc + dh ⊙ o ⊙ tanh'(c'),  tanh' = 1 - tanh²
                 dcm[j] = dcm[j] + dhm[j] * gm[3 * H + j] * (one - tcm[j] * tcm[j])
-            # σ' = σ(one - σ), tanh' = 1 - tanh²; one written array per loop (vectorizes)
+            # σ' = σ(1 - σ), tanh' = 1 - tanh²; one written array per loop (vectorizes)
             for j in range(H):  # di = dc' ⊙ g
                 i = gm[j]
                 dzm[j] = dcm[j] * gm[2 * H + j] * i * (one - i)
