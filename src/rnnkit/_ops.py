@@ -61,10 +61,12 @@ def _state(a, dtype):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
-def _project(x, w_ih, b):
-    """x W_ih^T + b for every step at once: one GEMM. (L, N, G), contiguous."""
+def _project(x, w_ih, b, reverse=False):
+    """x W_ih^T + b for every step at once, one GEMM: (L, N, G), contiguous, in
+    processing order (last step first when ``reverse``)."""
     L, N, H_in = x.shape
-    xw = _matmul(np.ascontiguousarray(x).reshape(L * N, H_in), w_ih.T)  # (L*N, G)
+    x = np.ascontiguousarray(x[::-1] if reverse else x)
+    xw = _matmul(x.reshape(L * N, H_in), w_ih.T)  # (L*N, G)
     if b is not None:
         xw += b
     return xw.reshape(L, N, -1)
@@ -111,22 +113,21 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     bs = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, P), dt)
-    if not keep:  # two state slots taking turns, one step's gates: memory flat in L
+    z = np.empty((N, G), dt)  # h W_hh^T of a step
+    if not keep:  # two state slots taking turns: memory flat in L
         hs, cs = np.empty((2, N, P), dt), np.empty((2, N, H), dt)
         hs[0], cs[0] = h_0, c_0
-        gates = np.empty((1, N, G), dt)
         for t0, t1 in _chunks(x, G, reverse):
-            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b), w_hh, w_hr_k, bs[t0:t1], reverse,
-                               hs, cs, gates, output[t0:t1], r)
+            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, w_hr_k, bs[t0:t1],
+                               reverse, hs, cs, z, output[t0:t1], r)
             if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
                 hs[0], cs[0] = hs[1], cs[1]
         return output, hs[0].copy(), cs[0].copy(), None
-    xw = _project(x, w_ih, b)  # (L, N, G): every step in one GEMM
-    hs = np.empty((L + 1, N, P), dt)
+    gates = _project(x, w_ih, b, reverse)  # (L, N, G), one GEMM; the kernel turns it into
+    hs = np.empty((L + 1, N, P), dt)       # the gates in place
     cs = np.empty((L + 1, N, H), dt)
-    gates = np.empty((L, N, G), dt)
     hs[0], cs[0] = h_0, c_0
-    _lstm.lstm_forward(xw, w_hh, w_hr_k, bs, reverse, hs, cs, gates, output, r)
+    _lstm.lstm_forward(gates, w_hh, w_hr_k, bs, reverse, hs, cs, z, output, r)
     return output, hs[L].copy(), cs[L].copy(), {"h": hs, "c": cs, "gates": gates}
 
 
@@ -174,22 +175,22 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     bs = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, H), dt)
-    if not keep:  # two state slots taking turns, one step's gates: memory flat in L
+    z = np.empty((N, G), dt)  # h W_hh^T of a step
+    if not keep:  # two state slots taking turns: memory flat in L
         hs = np.empty((2, N, H), dt)
         hs[0] = h_0
-        gates, hn = np.empty((1, N, G), dt), np.empty((1, N, H), dt)
+        hn = np.empty((1, N, H), dt)
         for t0, t1 in _chunks(x, G, reverse):
-            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih), w_hh, b_hh_k, bs[t0:t1], reverse,
-                             hs, gates, hn, output[t0:t1])
+            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), w_hh, b_hh_k, bs[t0:t1],
+                             reverse, hs, z, hn, output[t0:t1])
             if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
                 hs[0] = hs[1]
         return output, hs[0].copy(), None
-    xw = _project(x, w_ih, b_ih)  # (L, N, 3H): every step in one GEMM
-    hs = np.empty((L + 1, N, H), dt)
-    gates = np.empty((L, N, G), dt)
+    gates = _project(x, w_ih, b_ih, reverse)  # (L, N, 3H), one GEMM; the kernel turns it
+    hs = np.empty((L + 1, N, H), dt)          # into the gates in place
     hn = np.empty((L, N, H), dt)
     hs[0] = h_0
-    _gru.gru_forward(xw, w_hh, b_hh_k, bs, reverse, hs, gates, hn, output)
+    _gru.gru_forward(gates, w_hh, b_hh_k, bs, reverse, hs, z, hn, output)
     return output, hs[L].copy(), {"h": hs, "gates": gates, "hn": hn}
 
 

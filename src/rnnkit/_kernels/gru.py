@@ -171,14 +171,15 @@ def _copy(dst, src):
 
 
 @njit(**_OPTS)
-def _gru_gates(gm, xm, b_hh, hn, H):
-    """One row: gm holds h W_hh^T on entry, r, z, n on exit; hn = W_hn h + b_hn."""
+def _gru_gates(zm, gm, b_hh, hn, H):
+    """One row, in place in gm: x W_ih^T + b_ih on entry, r, z, n on exit; zm holds
+    h W_hh^T; hn = W_hn h + b_hn."""
     for j in range(H):
-        hn[j] = gm[2 * H + j] + b_hh[2 * H + j]
+        hn[j] = zm[2 * H + j] + b_hh[2 * H + j]
     for k in range(2 * H):
-        gm[k] = _sigmoid(xm[k] + (gm[k] + b_hh[k]))
+        gm[k] = _sigmoid(gm[k] + (zm[k] + b_hh[k]))
     for j in range(H):  # torch's GRU: r scales (W_hn h + b_hn)
-        gm[2 * H + j] = _tanh(xm[2 * H + j] + gm[j] * hn[j])
+        gm[2 * H + j] = _tanh(gm[2 * H + j] + gm[j] * hn[j])
 
 
 @njit(**_OPTS)
@@ -191,10 +192,12 @@ def _gru_cell(gm, h_prev, h_new, H):
 
 
 @njit(**_OPTS)
-def gru_forward(xw, w_hh, b_hh, bs, reverse, hs, gates, hn, output):
+def gru_forward(xw, w_hh, b_hh, bs, reverse, hs, z, hn, output):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, G)    read      x W_ih^T + b_ih, one GEMM by the caller; G = 3H
+    xw      (L, N, G)    in/out    in: x W_ih^T + b_ih in processing order (one GEMM by the
+                                   caller; G = 3H). out: the gates r, z, n, zeros if
+                                   inactive, in place (the history the backward reads)
     w_hh    (G, H)       read
     b_hh    (G,)         read      zeros without bias
     bs      (L,) int64   read      active rows per time step
@@ -202,29 +205,29 @@ def gru_forward(xw, w_hh, b_hh, bs, reverse, hs, gates, hn, output):
                                    enters step s (the history the backward reads).
                                    Inference: S = 2, slots s % 2 and (s + 1) % 2 take
                                    turns (no history); h_n ends in hs[L % 2]
-    gates   (K, N, G)    written   r, z, n, zeros if inactive; K = L (training: every
-                                   step) or 1 (inference: scratch)
-    hn      (K, N, H)    written   W_hn h + b_hn, likewise
-    output  (L, N, H)    written   zeros where a row is inactive
+    z       (N, G)       scratch   h W_hh^T of the step
+    hn      (K, N, H)    written   W_hn h + b_hn, zeros if inactive; K = L (training:
+                                   every step) or 1 (inference: scratch)
+    output  (L, N, H)    written   time order; zeros where a row is inactive
     """
     L, N, G = xw.shape
     H = G // 3
-    S, K = hs.shape[0], gates.shape[0]
+    S, K = hs.shape[0], hn.shape[0]
     for s in range(L):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
-        z, hn_s = gates[s % K], hn[s % K]
+        g, hn_s = xw[s], hn[s % K]
         if n > 0:
             np.dot(h_in[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
             for m in range(n):
-                _gru_gates(z[m], xw[t, m], b_hh, hn_s[m], H)
-                _gru_cell(z[m], h_in[m], h_out[m], H)
+                _gru_gates(z[m], g[m], b_hh, hn_s[m], H)
+                _gru_cell(g[m], h_in[m], h_out[m], H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
             _copy(h_out[m], h_in[m])
-            z[m, :] = 0.0
+            g[m, :] = 0.0
             hn_s[m, :] = 0.0
             output[t, m, :] = 0.0
 

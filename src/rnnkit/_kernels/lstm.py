@@ -171,18 +171,20 @@ def _copy(dst, src):
 
 
 @njit(**_OPTS)
-def _lstm_gates(z, xw_t, n, H):
-    """z[m] += xw_t[m], then σ on i, f, o and tanh on g, in place, rows [0, n)."""
+def _lstm_gates(z, g, n, H):
+    """g[m] = σ or tanh of (z[m] + g[m]), in place in g, rows [0, n): g holds the step's
+    input projection on entry, the gates i, f, g, o on exit (σ on i, f, o; tanh on g)."""
     for m in range(n):
-        zm, xm = z[m], xw_t[m]
+        zm, gm = z[m], g[m]
         # counted loops from 0 with offset indices: LLVM vectorizes these, not
-        # `range(2 * H, 3 * H)` (measured: 4x slower gate math)
+        # `range(2 * H, 3 * H)` (measured: 4x slower gate math); gm is read and written
+        # at the same index, so no alias check stands in the way
         for k in range(2 * H):
-            zm[k] = _sigmoid(zm[k] + xm[k])
+            gm[k] = _sigmoid(zm[k] + gm[k])
         for k in range(H):
-            zm[2 * H + k] = _tanh(zm[2 * H + k] + xm[2 * H + k])
+            gm[2 * H + k] = _tanh(zm[2 * H + k] + gm[2 * H + k])
         for k in range(H):
-            zm[3 * H + k] = _sigmoid(zm[3 * H + k] + xm[3 * H + k])
+            gm[3 * H + k] = _sigmoid(zm[3 * H + k] + gm[3 * H + k])
 
 
 @njit(**_OPTS)
@@ -195,10 +197,13 @@ def _lstm_cell(gm, c_prev, c_new, h_new, H):
 
 
 @njit(**_OPTS)
-def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
+def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, z, output, r):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, G)    read      x W_ih^T + b_ih + b_hh, one GEMM by the caller; G = 4H
+    xw      (L, N, G)    in/out    in: x W_ih^T + b_ih + b_hh in processing order (one GEMM
+                                   by the caller; G = 4H). out: the gates i, f, g, o after
+                                   their nonlinearity, zeros if inactive, in place: the
+                                   history the backward reads needs no second buffer
     w_hh    (G, P)       read      P = proj_size, or H
     w_hr    (P, H)       read      projection; (0, 0) without
     bs      (L,) int64   read      active rows per time step
@@ -207,26 +212,25 @@ def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
                                    Inference: S = 2, slots s % 2 and (s + 1) % 2 take
                                    turns (no history); h_n ends in hs[L % 2]
     cs      (S, N, H)    written   likewise for c
-    gates   (K, N, G)    written   i, f, g, o after their nonlinearity, zeros if inactive;
-                                   K = L (training: every step) or 1 (inference: scratch)
-    output  (L, N, P)    written   zeros where a row is inactive
+    z       (N, G)       scratch   h W_hh^T of the step
+    output  (L, N, P)    written   time order; zeros where a row is inactive
     r       (N, H)       scratch   o ⊙ tanh(c') before the projection; (0, 0) without
     """
     L, N, G = xw.shape
     H = G // 4
-    S, K = hs.shape[0], gates.shape[0]
+    S = hs.shape[0]
     proj = w_hr.shape[0] > 0
     for s in range(L):
         t = L - 1 - s if reverse else s
         n = min(bs[t], N)
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
         c_in, c_out = cs[s % S], cs[(s + 1) % S]
-        z = gates[s % K]
+        g = xw[s]
         if n > 0:
             np.dot(h_in[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
-            _lstm_gates(z, xw[t], n, H)
+            _lstm_gates(z, g, n, H)
             for m in range(n):
-                _lstm_cell(z[m], c_in[m], c_out[m], r[m] if proj else h_out[m], H)
+                _lstm_cell(g[m], c_in[m], c_out[m], r[m] if proj else h_out[m], H)
             if proj:
                 np.dot(r[:n], w_hr.T, h_out[:n])  # h' = W_hr (o ⊙ tanh c')
         for m in range(n):
@@ -234,7 +238,7 @@ def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, gates, output, r):
         for m in range(n, N):  # inactive: the state carries over
             _copy(h_out[m], h_in[m])
             _copy(c_out[m], c_in[m])
-            z[m, :] = 0.0
+            g[m, :] = 0.0
             output[t, m, :] = 0.0
 
 
