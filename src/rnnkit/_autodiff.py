@@ -396,11 +396,20 @@ class _Parameters(dict):
     __slots__ = ("_vspace",)
 
 
+class _ParametersVSpace(DictVSpace):
+    def _subval(self, xs, idx, x):
+        # Called as each parameter's gradient lands in the gradient dict, which autograd
+        # owns and has marked mutable: set it in place. DictVSpace copies the dict through
+        # autograd's traced `dict`, a primitive call per parameter.
+        xs[idx] = x
+        return xs
+
+
 def _parameters_vspace(value: _Parameters) -> DictVSpace:
     try:
         return value._vspace
     except AttributeError:
-        value._vspace = DictVSpace(value)
+        value._vspace = _ParametersVSpace(value)
         return value._vspace
 
 
