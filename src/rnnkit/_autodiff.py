@@ -1,9 +1,11 @@
 """Autograd primitives around the fused recurrences; grad, value_and_grad, no_grad.
 
 HIPS autograd (https://github.com/HIPS/autograd) differentiates the glue: indexing,
-packing, concatenation, ``Linear``, losses. Each recurrent layer-direction is one
-primitive whose VJP runs the fused, hand-derived backward of the whole sequence
-once (docs/backward.md) and hands back the gradients autograd asks for.
+packing, concatenation, ``Linear``, losses. A recurrent module's whole stack of
+layers is one primitive (``stacked_layers``), and so is a single layer-direction
+(``lstm_layer`` and friends, which the cells use); their VJPs run the fused,
+hand-derived backward of each whole sequence once (docs/equations.md) and hand back
+the gradients autograd asks for.
 
 When no gradient is being taken (no traced argument, or inside ``no_grad``), the
 layers call the inference forward instead, which keeps no per-step history.
