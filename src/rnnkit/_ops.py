@@ -4,8 +4,10 @@ Each function here has exactly the arguments and results of its slow twin in
 ``rnnkit._reference`` (see there for shapes and conventions): it computes the
 input projection of all steps in one GEMM, allocates outputs, histories and
 scratch, and calls the numba kernel of ``_kernels/`` for the step loop, which
-runs one small ``(N, H) x (H, G)`` GEMM per step plus the gate math. The
-weight gradients of the backward are again one GEMM over all steps, in NumPy.
+runs one small ``(N, H) x (H, G)`` GEMM per step plus the gate math (writing the
+gates over the projection, in place). The weight gradients of the backward are
+again one GEMM over all steps. Every GEMM outside the kernels goes through
+``_kernels/blas.py``, on the same OpenBLAS as the kernels' ``np.dot``.
 
 Kernels compile lazily on first use, once per dtype, and are cached on disk.
 
