@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from ._argtypes import nonnegative_float, positive_int
+
 GRID = {  # name: (T, B, I, H, layers, directions, packed)
     "seed": (5, 3, 10, 20, 2, 1, False),
     "tiny": (100, 1, 32, 32, 1, 1, False),
@@ -52,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=None,
                         help=f"comma-separated grid rows, from {', '.join(GRID)}")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: LSTM,GRU,RNN")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed calls per framework and cell (default 15, quick 5)")
-    parser.add_argument("--budget", type=float, default=None,
+    parser.add_argument("--budget", type=nonnegative_float, default=None,
                         help="seconds per cell and framework at most (default 3, quick 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--no-compile", action="store_true", help="skip the first-call runs")
@@ -174,13 +176,15 @@ class _Cell:
 # ---------------------------------------------------------------- measuring
 
 
-def _time_interleaved(calls, repeats, budget, block=3, settle=PAUSE, warm=WARM):
+def _time_interleaved(calls, repeats, budget, block=3, settle=None, warm=None):
     """Median seconds per framework. The frameworks take turns in blocks: each block is a
     pause (``settle`` seconds, so the previous framework's idle threads stop spinning:
     OpenBLAS's, OpenMP's and onnxruntime's pools busy-wait for a while after each call
     and would steal the two cores), untimed warm-up calls for at least ``warm`` seconds
     (one at least: caches and clocks settle), then ``block`` timed calls. Turns repeat
     until each framework has ``repeats`` timings or has spent ``budget`` seconds."""
+    settle = PAUSE if settle is None else settle
+    warm = WARM if warm is None else warm
     times = {name: [] for name in calls}
     spent = dict.fromkeys(calls, 0.0)
     while True:
@@ -326,7 +330,7 @@ def run(args) -> int:
         if m not in MODES:
             raise ValueError(f"--modes must be among LSTM, GRU, RNN, got {m!r}")
     repeats = args.repeats or (5 if args.quick else 15)
-    budget = args.budget or (1.0 if args.quick else 3.0)
+    budget = args.budget if args.budget is not None else (1.0 if args.quick else 3.0)
     peers, notes = {}, []
     try:
         import torch
