@@ -163,3 +163,19 @@ def test_stacked_layers_equal_layer_by_layer_with_dropout(D, mode, proj, nonline
     for a, b in zip(g1, g2, strict=True):
         for u, w in zip(*(([a], [b]) if not isinstance(a, list) else (a, b)), strict=True):
             np.testing.assert_allclose(u, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode,proj,nonlinearity", STACKS)
+def test_stacked_layers_untraced_keeps_no_history_and_agrees(mode, proj, nonlinearity, rng):
+    # with nothing to differentiate the stack runs the inference kernels: the same
+    # values as the primitive's training forward, and no saved histories
+    x, h_0, c_0, flat = _stack_args(rng, mode, proj, 2, bias=True, L=6)
+    spec = (mode, 2, 2, 0.0, True, nonlinearity, None, True, bool(proj))
+    plain = _autodiff.stacked_layers(mode, x, h_0, c_0, flat, 2, 2, 0.0, True, nonlinearity,
+                                     None, True, bool(proj))
+    traced = _autodiff._stack(spec, x, h_0, c_0 if mode == "LSTM" else None, *flat)
+    assert traced[-1].arrays  # the primitive's forward keeps what its VJP needs
+    for o, t in zip(plain, traced[:-1], strict=False):
+        np.testing.assert_allclose(o, t, rtol=1e-13, atol=1e-14)
+    if mode != "LSTM":
+        assert plain[2] is None

@@ -260,6 +260,11 @@ def _layer_weights(flat, k, bias, proj):
 @primitive
 def _stack(spec, x, h_0, c_0, *flat):
     """Returns ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n, saved)`` else."""
+    return _stack_forward(spec, x, h_0, c_0, flat, keep=True)
+
+
+def _stack_forward(spec, x, h_0, c_0, flat, keep):
+    """The stack's forward on plain arrays; ``keep``: also the histories the VJP needs."""
     mode, num_layers, D, dropout_p, training, nonlinearity, batch_sizes, bias, proj = spec
     lstm = mode == "LSTM"
     h_n = np.empty_like(h_0)
@@ -275,14 +280,14 @@ def _stack(spec, x, h_0, c_0, *flat):
                 b = None if b_ih is None else b_ih + b_hh
                 out, h_n[k], c_n[k], s = _ops.lstm_forward(
                     layer_input, h_0[k], c_0[k], w_ih, w_hh, b, w_hr, batch_sizes, reverse,
-                    keep=True)
+                    keep=keep)
             elif mode == "GRU":
                 out, h_n[k], s = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
-                                                  batch_sizes, reverse, keep=True)
+                                                  batch_sizes, reverse, keep=keep)
             else:
                 b = None if b_ih is None else b_ih + b_hh
                 out, h_n[k], s = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b,
-                                                  nonlinearity, batch_sizes, reverse, keep=True)
+                                                  nonlinearity, batch_sizes, reverse, keep=keep)
             outs.append(out)
             kept.append(s)
         output = outs[0] if D == 1 else np.concatenate(outs, axis=2)  # forward first
@@ -290,7 +295,8 @@ def _stack(spec, x, h_0, c_0, *flat):
         if layer < num_layers - 1 and training and dropout_p > 0:  # between layers only
             mask = dropout_mask(output.shape, output.dtype, dropout_p)
             output = output * mask
-        saved.append((layer_input, kept, mask))
+        if keep:
+            saved.append((layer_input, kept, mask))
         layer_input = output
     return (layer_input, h_n) + ((c_n,) if lstm else ()) + (_Saved(saved),)
 
@@ -356,7 +362,12 @@ def stacked_layers(mode, x, h_0, c_0, flat, num_layers, num_directions, dropout_
     """
     spec = (mode, num_layers, num_directions, dropout_p, training, nonlinearity, batch_sizes,
             bias, proj)
-    res = _stack(spec, x, h_0, c_0 if mode == "LSTM" else None, *flat)
+    c_0 = c_0 if mode == "LSTM" else None
+    if _tracing(x, h_0, c_0, *flat):
+        res = _stack(spec, x, h_0, c_0, *flat)
+    else:  # nothing to differentiate: keep no per-step history
+        res = _stack_forward(spec, *map(getval, (x, h_0, c_0)), [getval(w) for w in flat],
+                             keep=False)
     return res[0], res[1], (res[2] if mode == "LSTM" else None)
 
 
