@@ -366,7 +366,7 @@ def stacked_layers(mode, x, h_0, c_0, flat, num_layers, num_directions, dropout_
     if _tracing(x, h_0, c_0, *flat):
         res = _stack(spec, x, h_0, c_0, *flat)
     else:  # nothing to differentiate: keep no per-step history
-        res = _stack_forward(spec, *map(getval, (x, h_0, c_0)), [getval(w) for w in flat],
+        res = _stack_forward(spec, *map(getval, (x, h_0, c_0)), list(map(getval, flat)),
                              keep=False)
     return res[0], res[1], (res[2] if mode == "LSTM" else None)
 

@@ -89,13 +89,24 @@ def _chunks(x, G, reverse):
     return bounds[::-1] if reverse else bounds
 
 
+def _hand_over(t0, t1, *states):
+    """After a chunk of an odd number of steps the two-slot states ended in slot 1: the
+    next chunk starts from slot 0."""
+    if (t1 - t0) % 2:
+        for state in states:
+            state[0] = state[1]
+
+
 def _input_grads(dz_proc, x, w_ih, reverse):
-    """dx, dW_ih and the bias gradient from the stacked pre-activation gradients."""
+    """dx, dW_ih and the bias gradient from the stacked pre-activation gradients, which
+    stay in processing order: reversing x and dx (H_in wide) costs less than the G-wide
+    stack."""
     L, N, G = dz_proc.shape
-    dz = np.ascontiguousarray(dz_proc[::-1] if reverse else dz_proc).reshape(L * N, G)
-    dx = _matmul(dz, w_ih).reshape(L, N, -1)  # (L, N, H_in)
-    dw_ih = _matmul(dz.T, np.ascontiguousarray(x).reshape(L * N, -1))  # one GEMM: (G, H_in)
-    return dx, dw_ih, dz.sum(axis=0)
+    dz = dz_proc.reshape(L * N, G)
+    x_proc = np.ascontiguousarray(x[::-1] if reverse else x).reshape(L * N, -1)
+    dx = _matmul(dz, w_ih).reshape(L, N, -1)  # (L, N, H_in), processing order
+    dw_ih = _matmul(dz.T, x_proc)  # one GEMM: (G, H_in)
+    return (np.ascontiguousarray(dx[::-1]) if reverse else dx), dw_ih, dz.sum(axis=0)
 
 
 # ---------------------------------------------------------------- LSTM
@@ -122,8 +133,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
         for t0, t1 in _chunks(x, G, reverse):
             _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, w_hr_k, bs[t0:t1],
                                reverse, hs, cs, z, output[t0:t1], r)
-            if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
-                hs[0], cs[0] = hs[1], cs[1]
+            _hand_over(t0, t1, hs, cs)
         return output, hs[0].copy(), cs[0].copy(), None
     gates = _project(x, w_ih, b, reverse)  # (L, N, G), one GEMM; the kernel turns it into
     hs = np.empty((L + 1, N, P), dt)       # the gates in place
@@ -185,8 +195,7 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
         for t0, t1 in _chunks(x, G, reverse):
             _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), w_hh, b_hh_k, bs[t0:t1],
                              reverse, hs, z, hn, output[t0:t1])
-            if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
-                hs[0] = hs[1]
+            _hand_over(t0, t1, hs)
         return output, hs[0].copy(), None
     gates = _project(x, w_ih, b_ih, reverse)  # (L, N, 3H), one GEMM; the kernel turns it
     hs = np.empty((L + 1, N, H), dt)          # into the gates in place
@@ -239,8 +248,7 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
         for t0, t1 in _chunks(x, H, reverse):
             _rnn.rnn_forward(_project(x[t0:t1], w_ih, b), w_hh, bs[t0:t1], reverse, relu, hs,
                              output[t0:t1], a)
-            if (t1 - t0) % 2:  # the state ended in slot 1: the next chunk starts from 0
-                hs[0] = hs[1]
+            _hand_over(t0, t1, hs)
         return output, hs[0].copy(), None
     xw = _project(x, w_ih, b)  # (L, N, H): every step in one GEMM
     hs = np.empty((L + 1, N, H), dt)

@@ -13,7 +13,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
 
-from .. import _autodiff, _ops
+from .. import _autodiff
 from .._random import dropout_mask
 
 __all__ = [
@@ -40,41 +40,6 @@ def dropout(input, p: float = 0.5, training: bool = True):
         return input
     value = getval(input)
     return input * dropout_mask(value.shape, value.dtype, p)
-
-
-def recurrent_layers_inference(mode, x, h_0, c_0, weights, num_layers, num_directions,
-                               dropout_p, training, nonlinearity="tanh", batch_sizes=None):
-    """:func:`recurrent_layers` when no gradient is taken: plain arrays straight to the
-    compiled inference kernels, no tracing and no per-step history.
-
-    ``weights`` holds per layer-direction the tuple ``(w_ih, w_hh, b_ih, b_hh, w_hr)``.
-    """
-    layer_input = x
-    h_n = np.empty_like(h_0)  # filled per layer-direction (no list and np.stack)
-    c_n = np.empty_like(c_0) if mode == "LSTM" else None
-    for layer in range(num_layers):
-        outputs = []
-        for direction in range(num_directions):
-            k = num_directions * layer + direction
-            w_ih, w_hh, b_ih, b_hh, w_hr = weights[k]
-            reverse = direction == 1
-            if mode == "LSTM":
-                b = None if b_ih is None else b_ih + b_hh
-                out, h_n[k], c_n[k], _ = _ops.lstm_forward(layer_input, h_0[k], c_0[k], w_ih,
-                                                           w_hh, b, w_hr, batch_sizes, reverse)
-            elif mode == "GRU":
-                out, h_n[k], _ = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
-                                                  batch_sizes, reverse)
-            else:
-                b = None if b_ih is None else b_ih + b_hh
-                out, h_n[k], _ = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b,
-                                                  nonlinearity, batch_sizes, reverse)
-            outputs.append(out)
-        layer_output = outputs[0] if num_directions == 1 else np.concatenate(outputs, axis=2)
-        if layer < num_layers - 1 and training and dropout_p > 0:
-            layer_output = dropout(layer_output, dropout_p, training)
-        layer_input = layer_output
-    return layer_input, h_n, c_n
 
 
 def recurrent_layers(mode, x, h_0, c_0, weights, num_layers, num_directions, dropout_p,

@@ -2,8 +2,8 @@ r"""Recurrent layers and cells with torch's arguments, shapes, parameter names a
 
 One ``RNNBase.forward`` serves LSTM, GRU and RNN: it checks the input at the
 public boundary (every message names the argument, the expected shape in the
-vocabulary of torch's docs and what came), packs or pads, and hands plain arrays
-to ``nn.functional.recurrent_layers``.
+vocabulary of torch's docs and what came), packs or pads, and hands the stack to
+``_autodiff.stacked_layers`` (what ``nn.functional.recurrent_layers`` calls too).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import numbers
 import warnings
 
 import numpy as np
-from autograd.tracer import getval, isbox
+from autograd.tracer import getval
 
-from ..._autodiff import _grad_disabled, gru_layer, lstm_layer, rnn_layer
+from ..._autodiff import gru_layer, lstm_layer, rnn_layer, stacked_layers
 from ..._random import default_generator
-from .. import functional as F
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
 from .module import Module, Parameter
 
@@ -189,37 +188,25 @@ class RNNBase(Module):
 
     # ------------------------------------------------------------ forward
 
-    def _weights(self) -> list[dict]:
-        D = self._directions
-        out = []
-        for layer in range(self.num_layers):
-            for direction in range(D):
-                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                out.append({
-                    "w_ih": self._param(f"weight_ih{suffix}"),
-                    "w_hh": self._param(f"weight_hh{suffix}"),
-                    "b_ih": self._param(f"bias_ih{suffix}") if self.bias else None,
-                    "b_hh": self._param(f"bias_hh{suffix}") if self.bias else None,
-                    "w_hr": self._param(f"weight_hr{suffix}") if self.proj_size else None,
-                })
-        return out
-
-    def _plain_weights(self) -> list[tuple]:
-        """Per layer-direction ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` as plain ndarray views,
+    def _flat_weights(self) -> list:
+        """The weights in ``stacked_layers``' order: per layer-direction ``weight_ih``,
+        ``weight_hh``, then ``bias_ih``, ``bias_hh`` (with bias), then ``weight_hr`` (with
+        projection). Traced values while differentiating; otherwise plain ndarray views,
         cached until a parameter is replaced (in-place updates show through the views)."""
+        if self._traced:
+            return [self._param(name) for name in self._flat_names()]
         key = tuple(map(id, self._parameters.values()))
         if self.__dict__.get("_plain_key") != key:
-            views = {name: np.asarray(p) for name, p in self._parameters.items()}
-            table = []
-            for layer in range(self.num_layers):
-                for direction in range(self._directions):
-                    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                    table.append(tuple(views.get(f"{name}{suffix}") for name in
-                                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                                        "weight_hr")))
-            self._plain_table = table
+            self._plain_flat = [np.asarray(self._parameters[name]) for name in self._flat_names()]
             self._plain_key = key
-        return self._plain_table
+        return self._plain_flat
+
+    def _flat_names(self) -> list[str]:
+        kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) \
+            + (["weight_hr"] if self.proj_size else [])
+        return [f"{kind}_l{layer}" + ("_reverse" if direction else "")
+                for layer in range(self.num_layers) for direction in range(self._directions)
+                for kind in kinds]
 
     def _check_input(self, input):
         """Returns ``(x (L, N, H_in) time-major, batch_sizes, sorted, unsorted, unbatched)``."""
@@ -327,17 +314,12 @@ class RNNBase(Module):
                 c_0 = c_0[:, sorted_indices] if is_lstm else None
         nonlinearity = "relu" if self.mode == "RNN_RELU" else "tanh"
         mode = "RNN" if self.mode.startswith("RNN") else self.mode
-        if _grad_disabled() or not (self._traced or isbox(x) or isbox(h_0) or isbox(c_0)):
-            # no gradient taken: plain arrays straight to the inference kernels
-            output, h_n, c_n = F.recurrent_layers_inference(
-                mode, getval(x), getval(h_0), getval(c_0), self._plain_weights(),
-                self.num_layers, D, self.dropout, self.training, nonlinearity, batch_sizes,
-            )
-        else:
-            output, h_n, c_n = F.recurrent_layers(
-                mode, x, h_0, c_0, self._weights(), self.num_layers, D, self.dropout,
-                self.training, nonlinearity, batch_sizes,
-            )
+        # one traced node for the whole stack, or (nothing to differentiate) the
+        # inference kernels, which keep no per-step history
+        output, h_n, c_n = stacked_layers(
+            mode, x, h_0, c_0, self._flat_weights(), self.num_layers, D, self.dropout,
+            self.training, nonlinearity, batch_sizes, self.bias, bool(self.proj_size),
+        )
         if unsorted_indices is not None:  # back to the caller's batch order
             h_n = h_n[:, unsorted_indices]
             c_n = c_n[:, unsorted_indices] if is_lstm else None
