@@ -98,15 +98,12 @@ def _hand_over(t0, t1, *states):
 
 
 def _input_grads(dz_proc, x, w_ih, reverse):
-    """dx, dW_ih and the bias gradient from the stacked pre-activation gradients, which
-    stay in processing order: reversing x and dx (H_in wide) costs less than the G-wide
-    stack."""
+    """dx, dW_ih and the bias gradient from the stacked pre-activation gradients."""
     L, N, G = dz_proc.shape
-    dz = dz_proc.reshape(L * N, G)
-    x_proc = np.ascontiguousarray(x[::-1] if reverse else x).reshape(L * N, -1)
-    dx = _matmul(dz, w_ih).reshape(L, N, -1)  # (L, N, H_in), processing order
-    dw_ih = _matmul(dz.T, x_proc)  # one GEMM: (G, H_in)
-    return (np.ascontiguousarray(dx[::-1]) if reverse else dx), dw_ih, dz.sum(axis=0)
+    dz = np.ascontiguousarray(dz_proc[::-1] if reverse else dz_proc).reshape(L * N, G)
+    dx = _matmul(dz, w_ih).reshape(L, N, -1)  # (L, N, H_in)
+    dw_ih = _matmul(dz.T, np.ascontiguousarray(x).reshape(L * N, -1))  # one GEMM: (G, H_in)
+    return dx, dw_ih, dz.sum(axis=0)
 
 
 # ---------------------------------------------------------------- LSTM
