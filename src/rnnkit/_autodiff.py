@@ -2,10 +2,11 @@
 
 HIPS autograd (https://github.com/HIPS/autograd) differentiates the glue: indexing,
 packing, concatenation, ``Linear``, losses. A recurrent module's whole stack of
-layers is one primitive (``stacked_layers``), and so is a single layer-direction
-(``lstm_layer`` and friends, which the cells use); their VJPs run the fused,
-hand-derived backward of each whole sequence once (docs/equations.md) and hand back
-the gradients autograd asks for.
+layers is one primitive (``stacked_layers``); a cell is the same primitive with one
+layer, one direction and one step. Its VJP runs the fused, hand-derived backward of
+each layer-direction over the whole sequence once (docs/equations.md) and hands back
+the gradients autograd asks for. What differs between LSTM, GRU and RNN is in
+``rnnkit._modes``.
 
 When no gradient is being taken (no traced argument, or inside ``no_grad``), the
 layers call the inference forward instead, which keeps no per-step history.
@@ -18,7 +19,7 @@ import functools
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 from autograd.builtins import DictBox, DictVSpace
@@ -27,7 +28,7 @@ from autograd.extend import VSpace, defvjp_argnums, primitive
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import getval, isbox
 
-from . import _ops
+from ._modes import MODES, layer_weights
 from ._random import dropout_mask
 
 # ---------------------------------------------------------------- no_grad
@@ -109,238 +110,94 @@ class _SavedVSpace(VSpace):
 VSpace.register(_Saved, _SavedVSpace)
 
 
-def _select(grads, argnums):
-    """Only the gradients autograd asks for, each computed on demand."""
-    return tuple(grads[k]() for k in argnums)
-
-
-# ---------------------------------------------------------------- LSTM
-
-
-@primitive
-def _lstm_layer(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes, reverse):
-    """One layer, one direction. Returns (output, h_n, c_n, saved)."""
-    output, h_n, c_n, saved = _ops.lstm_forward(
-        x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes, reverse, keep=True
-    )
-    return output, h_n, c_n, _Saved(saved)
-
-
-def _lstm_layer_vjp(argnums, ans, args, kwargs):
-    x, _, _, w_ih, w_hh, _, w_hr, batch_sizes, reverse = args
-    saved = ans[3].arrays
-
-    def vjp(g):
-        d_output, dh_n, dc_n, _ = g  # nobody uses `saved`: its cotangent is a placeholder
-        dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = _ops.lstm_backward(
-            x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes, reverse
-        )
-        grads = {0: lambda: dx, 1: lambda: dh0, 2: lambda: dc0, 3: lambda: dw_ih,
-                 4: lambda: dw_hh, 5: lambda: db, 6: lambda: dw_hr}
-        return _select(grads, argnums)
-
-    return vjp
-
-
-defvjp_argnums(_lstm_layer, _lstm_layer_vjp)
-
-
-def lstm_layer(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=False):
-    """One LSTM layer-direction over ``x (L, N, H_in)``. Returns ``output, h_n, c_n``."""
-    if _tracing(x, h_0, c_0, w_ih, w_hh, b, w_hr):
-        res = _lstm_layer(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes, reverse)
-        return res[0], res[1], res[2]
-    output, h_n, c_n, _ = _ops.lstm_forward(
-        *map(getval, (x, h_0, c_0, w_ih, w_hh, b, w_hr)), batch_sizes, reverse, keep=False
-    )
-    return output, h_n, c_n
-
-
-# ---------------------------------------------------------------- GRU
-
-
-@primitive
-def _gru_layer(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse):
-    """One layer, one direction. Returns (output, h_n, saved)."""
-    output, h_n, saved = _ops.gru_forward(
-        x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, keep=True
-    )
-    return output, h_n, _Saved(saved)
-
-
-def _gru_layer_vjp(argnums, ans, args, kwargs):
-    x, _, w_ih, w_hh, _, _, batch_sizes, reverse = args
-    saved = ans[2].arrays
-
-    def vjp(g):
-        d_output, dh_n, _ = g
-        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
-            x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes, reverse
-        )
-        grads = {0: lambda: dx, 1: lambda: dh0, 2: lambda: dw_ih, 3: lambda: dw_hh,
-                 4: lambda: db_ih, 5: lambda: db_hh}
-        return _select(grads, argnums)
-
-    return vjp
-
-
-defvjp_argnums(_gru_layer, _gru_layer_vjp)
-
-
-def gru_layer(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False):
-    """One GRU layer-direction over ``x (L, N, H_in)``. Returns ``output, h_n``."""
-    if _tracing(x, h_0, w_ih, w_hh, b_ih, b_hh):
-        res = _gru_layer(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse)
-        return res[0], res[1]
-    output, h_n, _ = _ops.gru_forward(
-        *map(getval, (x, h_0, w_ih, w_hh, b_ih, b_hh)), batch_sizes, reverse, keep=False
-    )
-    return output, h_n
-
-
-# ---------------------------------------------------------------- Elman RNN
-
-
-@primitive
-def _rnn_layer(x, h_0, w_ih, w_hh, b, nonlinearity, batch_sizes, reverse):
-    """One layer, one direction. Returns (output, h_n, saved)."""
-    output, h_n, saved = _ops.rnn_forward(
-        x, h_0, w_ih, w_hh, b, nonlinearity, batch_sizes, reverse, keep=True
-    )
-    return output, h_n, _Saved(saved)
-
-
-def _rnn_layer_vjp(argnums, ans, args, kwargs):
-    x, _, w_ih, w_hh, _, nonlinearity, batch_sizes, reverse = args
-    saved = ans[2].arrays
-
-    def vjp(g):
-        d_output, dh_n, _ = g
-        dx, dh0, dw_ih, dw_hh, db = _ops.rnn_backward(
-            x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity, batch_sizes, reverse
-        )
-        grads = {0: lambda: dx, 1: lambda: dh0, 2: lambda: dw_ih, 3: lambda: dw_hh,
-                 4: lambda: db}
-        return _select(grads, argnums)
-
-    return vjp
-
-
-defvjp_argnums(_rnn_layer, _rnn_layer_vjp)
-
-
-def rnn_layer(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, reverse=False):
-    """One Elman RNN layer-direction over ``x (L, N, H_in)``. Returns ``output, h_n``."""
-    if _tracing(x, h_0, w_ih, w_hh, b):
-        res = _rnn_layer(x, h_0, w_ih, w_hh, b, nonlinearity, batch_sizes, reverse)
-        return res[0], res[1]
-    output, h_n, _ = _ops.rnn_forward(
-        *map(getval, (x, h_0, w_ih, w_hh, b)), nonlinearity, batch_sizes, reverse, keep=False
-    )
-    return output, h_n
-
-
-# ---------------------------------------------------------------- a stack of layers
+# ---------------------------------------------------------------- the stack primitive
 # A module's whole stack (every layer and direction, the dropout between layers) is
 # one primitive: per traced call autograd then records one node for the recurrences,
 # not a node per layer-direction plus its bias sum, output unpacking, concatenation
 # of the directions and stacking of the final states (each node costs tens of
 # microseconds of tracing and backward bookkeeping; at seed size that was most of a
-# training step). Its VJP runs the layers' fused backwards from the top down.
+# training step). A cell is the same primitive with one layer, one direction and one
+# step. Its VJP runs the layers' fused backwards from the top down.
 
 
-def _layer_weights(flat, k, bias, proj):
-    """Layer-direction ``k``'s ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` from the flat list."""
-    per = 2 + 2 * bias + proj
-    w = flat[k * per:(k + 1) * per]
-    b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
-    return w[0], w[1], b_ih, b_hh, (w[-1] if proj else None)
+class StackSpec(NamedTuple):
+    """What a stack is, besides its arrays: the primitive's first, untraced argument."""
+
+    mode: str                # "LSTM", "GRU", "RNN_TANH" or "RNN_RELU" (rnnkit._modes)
+    num_layers: int
+    num_directions: int      # 2 when bidirectional
+    dropout: float           # between layers, in training only
+    training: bool
+    batch_sizes: np.ndarray | None  # rows active at each step (packed input), or None
+    bias: bool
+    proj: bool               # the LSTM's weight_hr
 
 
 @primitive
 def _stack(spec, x, h_0, c_0, *flat):
-    """Returns ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n, saved)`` else."""
+    """Returns ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n, saved)`` else
+    (autograd has no vector space for a None output)."""
     return _stack_forward(spec, x, h_0, c_0, flat, keep=True)
 
 
-def _stack_forward(spec, x, h_0, c_0, flat, keep):
+def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
     """The stack's forward on plain arrays; ``keep``: also the histories the VJP needs."""
-    mode, num_layers, D, dropout_p, training, nonlinearity, batch_sizes, bias, proj = spec
-    lstm = mode == "LSTM"
+    mode = MODES[spec.mode]
+    D = spec.num_directions
     h_n = np.empty_like(h_0)
-    c_n = np.empty_like(c_0) if lstm else None
+    c_n = np.empty_like(c_0) if mode.cell_state else None
     layer_input, saved = x, []
-    for layer in range(num_layers):
+    for layer in range(spec.num_layers):
         outs, kept = [], []
         for direction in range(D):
             k = D * layer + direction
-            w_ih, w_hh, b_ih, b_hh, w_hr = _layer_weights(flat, k, bias, proj)
-            reverse = direction == 1
-            if lstm:
-                b = None if b_ih is None else b_ih + b_hh
-                out, h_n[k], c_n[k], s = _ops.lstm_forward(
-                    layer_input, h_0[k], c_0[k], w_ih, w_hh, b, w_hr, batch_sizes, reverse,
-                    keep=keep)
-            elif mode == "GRU":
-                out, h_n[k], s = _ops.gru_forward(layer_input, h_0[k], w_ih, w_hh, b_ih, b_hh,
-                                                  batch_sizes, reverse, keep=keep)
-            else:
-                b = None if b_ih is None else b_ih + b_hh
-                out, h_n[k], s = _ops.rnn_forward(layer_input, h_0[k], w_ih, w_hh, b,
-                                                  nonlinearity, batch_sizes, reverse, keep=keep)
+            out, h_n[k], c_k, s = mode.forward(
+                layer_input, h_0[k], c_0[k] if mode.cell_state else None,
+                layer_weights(flat, k, spec.bias, spec.proj), spec.batch_sizes,
+                direction == 1, keep)
+            if mode.cell_state:
+                c_n[k] = c_k
             outs.append(out)
             kept.append(s)
         output = outs[0] if D == 1 else np.concatenate(outs, axis=2)  # forward first
         mask = None
-        if layer < num_layers - 1 and training and dropout_p > 0:  # between layers only
-            mask = dropout_mask(output.shape, output.dtype, dropout_p)
+        if layer < spec.num_layers - 1 and spec.training and spec.dropout > 0:  # between layers
+            mask = dropout_mask(output.shape, output.dtype, spec.dropout)
             output = output * mask
         if keep:
             saved.append((layer_input, kept, mask))
         layer_input = output
-    return (layer_input, h_n) + ((c_n,) if lstm else ()) + (_Saved(saved),)
+    return (layer_input, h_n) + ((c_n,) if mode.cell_state else ()) + (_Saved(saved),)
 
 
 def _stack_vjp(argnums, ans, args, kwargs):
     spec, x, h_0, c_0, *flat = args
-    mode, num_layers, D, _, _, nonlinearity, batch_sizes, bias, proj = spec
-    lstm = mode == "LSTM"
+    mode = MODES[spec.mode]
+    D = spec.num_directions
     saved = ans[-1].arrays
     H_out = h_0.shape[2]
 
     def vjp(g):
-        d, dh_n = g[0], g[1]
-        dc_n = g[2] if lstm else None
+        d, dh_n = g[0], g[1]  # nobody uses `saved`: its cotangent is a placeholder
+        dc_n = g[2] if mode.cell_state else None
         dh_0 = np.empty_like(h_0)
-        dc_0 = np.empty_like(c_0) if lstm else None
+        dc_0 = np.empty_like(c_0) if mode.cell_state else None
         d_flat = [None] * len(flat)
-        for layer in range(num_layers - 1, -1, -1):
+        for layer in range(spec.num_layers - 1, -1, -1):
             layer_input, kept, mask = saved[layer]
             if mask is not None:
                 d = d * mask
             d_input = None
             for direction in range(D):
                 k = D * layer + direction
-                w_ih, w_hh, _, _, w_hr = _layer_weights(flat, k, bias, proj)
                 d_dir = d if D == 1 else d[:, :, direction * H_out:(direction + 1) * H_out]
-                reverse = direction == 1
-                if lstm:
-                    dx, dh_0[k], dc_0[k], dw_ih, dw_hh, db, dw_hr = _ops.lstm_backward(
-                        layer_input, w_ih, w_hh, w_hr, kept[direction], d_dir, dh_n[k],
-                        dc_n[k], batch_sizes, reverse)
-                    grads = [dw_ih, dw_hh] + ([db, db.copy()] if bias else []) + \
-                        ([dw_hr] if proj else [])
-                elif mode == "GRU":
-                    dx, dh_0[k], dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
-                        layer_input, w_ih, w_hh, kept[direction], d_dir, dh_n[k], batch_sizes,
-                        reverse)
-                    grads = [dw_ih, dw_hh] + ([db_ih, db_hh] if bias else [])
-                else:
-                    dx, dh_0[k], dw_ih, dw_hh, db = _ops.rnn_backward(
-                        layer_input, w_ih, w_hh, kept[direction], d_dir, dh_n[k],
-                        nonlinearity, batch_sizes, reverse)
-                    grads = [dw_ih, dw_hh] + ([db, db.copy()] if bias else [])
-                d_flat[k * len(grads):(k + 1) * len(grads)] = grads  # b_ih, b_hh: one sum
+                dx, dh_0[k], dc_k, grads = mode.backward(
+                    layer_input, layer_weights(flat, k, spec.bias, spec.proj), kept[direction],
+                    d_dir, dh_n[k], dc_n[k] if mode.cell_state else None, spec.batch_sizes,
+                    direction == 1)
+                if mode.cell_state:
+                    dc_0[k] = dc_k
+                d_flat[k * len(grads):(k + 1) * len(grads)] = grads
                 d_input = dx if d_input is None else d_input + dx
             d = d_input
         by_arg = {1: d, 2: dh_0, 3: dc_0}  # 0 is spec, 4... the flat weights
@@ -352,47 +209,86 @@ def _stack_vjp(argnums, ans, args, kwargs):
 defvjp_argnums(_stack, _stack_vjp)
 
 
-def stacked_layers(mode, x, h_0, c_0, flat, num_layers, num_directions, dropout_p, training,
-                   nonlinearity, batch_sizes, bias, proj):
-    """Every layer and direction of a recurrent module, traced as one autograd node.
+def stacked_layers(spec: StackSpec, x, h_0, c_0, flat):
+    """Every layer and direction of a recurrent module (or a cell's one step), traced as
+    one autograd node.
 
-    ``flat`` holds per layer-direction ``w_ih, w_hh`` then ``b_ih, b_hh`` (with bias) then
-    ``w_hr`` (with projection). Returns ``output, h_n, c_n`` (``c_n`` None but for the
-    LSTM), as ``nn.functional.recurrent_layers``.
+    Args:
+        spec: the stack's :class:`StackSpec`.
+        x: ``(L, N, H_in)``, time-major; rows sorted by decreasing length when
+            ``spec.batch_sizes`` is given.
+        h_0: ``(num_layers * D, N, H_out)``. c_0: ``(num_layers * D, N, H_cell)`` for the
+            LSTM, ignored for the others.
+        flat: per layer-direction ``k = D * layer + direction`` its weights in the order
+            of ``rnnkit._modes.weight_names``.
+
+    Returns:
+        ``output (L, N, D * H_out), h_n, c_n`` (``c_n`` None but for the LSTM).
     """
-    spec = (mode, num_layers, num_directions, dropout_p, training, nonlinearity, batch_sizes,
-            bias, proj)
-    c_0 = c_0 if mode == "LSTM" else None
+    c_0 = c_0 if MODES[spec.mode].cell_state else None
     if _tracing(x, h_0, c_0, *flat):
         res = _stack(spec, x, h_0, c_0, *flat)
     else:  # nothing to differentiate: keep no per-step history
         res = _stack_forward(spec, *map(getval, (x, h_0, c_0)), list(map(getval, flat)),
                              keep=False)
-    return res[0], res[1], (res[2] if mode == "LSTM" else None)
+    return res[0], res[1], (res[2] if MODES[spec.mode].cell_state else None)
 
 
 # ---------------------------------------------------------------- plain numpy on traced values
+# Ufuncs (np.tanh, np.exp, ...) already dispatch to autograd's wrappers through
+# ArrayBox.__array_ufunc__ and differentiate correctly; every other NumPy function
+# would silently turn a traced value into an object array and lose its gradient.
+# rnnkit refuses those calls with a clear error, but only on its own traced values:
+# the traces that rnnkit.grad / value_and_grad started are recorded while they run,
+# and a box of any other trace (plain autograd code in the same process) behaves
+# exactly as if nothing were patched. The hooks have to sit on ArrayBox itself,
+# since every traced array is one: autograd picks the box class by the value's type.
 
 _PLAIN_NUMPY = (
     "{name} was called on a value that rnnkit is differentiating; plain NumPy functions "
     "do not carry gradients. Use rnnkit.numpy.{short} instead (import rnnkit.numpy as rnp)"
 )
+_own_traces: set[int] = set()  # traces rnnkit is running; trace ids are never reused
 
 
-def _refuse_array_function(self, func, types, args, kwargs):
-    name = f"{func.__module__}.{func.__name__}"
-    raise TypeError(_PLAIN_NUMPY.format(name=name, short=func.__name__))
+def _array_function(self, func, types, args, kwargs):
+    if self._trace in _own_traces:
+        raise TypeError(_PLAIN_NUMPY.format(name=f"{func.__module__}.{func.__name__}",
+                                            short=func.__name__))
+    # what NumPy does for an argument without __array_function__: run the implementation
+    return func._implementation(*args, **kwargs)
 
 
-def _refuse_array(self, *args, **kwargs):
+def _refuse_array(*args, **kwargs):
     raise TypeError(_PLAIN_NUMPY.format(name="numpy.asarray/np.array", short="array"))
 
 
-# Ufuncs (np.tanh, np.exp, ...) already dispatch to autograd's wrappers through
-# ArrayBox.__array_ufunc__ and differentiate correctly; every other NumPy function
-# would silently turn the traced value into an object array, so it is refused.
-ArrayBox.__array_function__ = _refuse_array_function
-ArrayBox.__array__ = _refuse_array
+class _ArrayHook:
+    """``__array__`` on rnnkit's own traced values only: elsewhere the attribute is absent
+    (NumPy looks it up on the instance, and an AttributeError means "none")."""
+
+    def __get__(self, box, owner=None):
+        if box is None:
+            return self
+        if box._trace not in _own_traces:
+            raise AttributeError("__array__")
+        return _refuse_array
+
+
+ArrayBox.__array_function__ = _array_function
+ArrayBox.__array__ = _ArrayHook()
+
+
+@contextlib.contextmanager
+def _own_trace(values):
+    """While rnnkit traces ``values``, plain NumPy calls on its boxes are refused."""
+    traces = {v._trace for v in values if isbox(v)}
+    new = traces - _own_traces
+    _own_traces.update(new)
+    try:
+        yield
+    finally:
+        _own_traces.difference_update(new)
 
 
 # ---------------------------------------------------------------- grad, value_and_grad
@@ -473,6 +369,7 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
         def traced(values):
             call_args = list(args)
             with contextlib.ExitStack() as stack:
+                stack.enter_context(_own_trace(values))
                 for k, value in zip(nums, values):
                     if k in modules:
                         stack.enter_context(modules[k]._traced_parameters(value))
@@ -512,7 +409,3 @@ def grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
 
     return wrapped
 
-
-def is_traced(value: Any) -> bool:
-    """True for a value autograd is tracing (inside ``grad``/``value_and_grad``)."""
-    return isbox(value)

@@ -1,8 +1,8 @@
-"""Functions on arrays: the stacked recurrences, dropout, linear, losses.
+"""Functions on arrays: dropout, linear, embedding, softmax, losses.
 
-Everything here is written with ``autograd.numpy`` so gradients flow through it;
-the recurrences themselves are single primitives with fused backward passes
-(``rnnkit._autodiff``).
+Everything here is written with ``autograd.numpy`` so gradients flow through it.
+The recurrences are not here: each recurrent module is one primitive with a fused
+backward pass (``rnnkit._autodiff.stacked_layers``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
 
-from .. import _autodiff
 from .._random import dropout_mask
 
 __all__ = [
     "dropout",
-    "recurrent_layers",
     "linear",
     "embedding",
     "log_softmax",
@@ -40,29 +38,6 @@ def dropout(input, p: float = 0.5, training: bool = True):
         return input
     value = getval(input)
     return input * dropout_mask(value.shape, value.dtype, p)
-
-
-def recurrent_layers(mode, x, h_0, c_0, weights, num_layers, num_directions, dropout_p,
-                     training, nonlinearity="tanh", batch_sizes=None):
-    """Run a stack of recurrent layers over a padded, time-major batch.
-
-    Args:
-        mode: ``"LSTM"``, ``"GRU"`` or ``"RNN"``.
-        x: ``(L, N, H_in)``; rows sorted by decreasing length when ``batch_sizes`` is given.
-        h_0: ``(num_layers * D, N, H_out)``. c_0: ``(num_layers * D, N, H_cell)`` (LSTM).
-        weights: per layer-direction ``k = D * layer + direction``, a dict with
-            ``w_ih, w_hh, b_ih, b_hh`` (None without bias) and ``w_hr`` (None without
-            projection).
-        batch_sizes: rows active at each step, or None (every row every step).
-
-    Returns:
-        ``output (L, N, D * H_out), h_n, c_n`` (``c_n`` None but for the LSTM).
-    """
-    bias, proj = weights[0]["b_ih"] is not None, weights[0]["w_hr"] is not None
-    names = ("w_ih", "w_hh") + (("b_ih", "b_hh") if bias else ()) + (("w_hr",) if proj else ())
-    flat = [w[name] for w in weights for name in names]
-    return _autodiff.stacked_layers(mode, x, h_0, c_0, flat, num_layers, num_directions,
-                                    dropout_p, training, nonlinearity, batch_sizes, bias, proj)
 
 
 # ---------------------------------------------------------------- linear, embedding

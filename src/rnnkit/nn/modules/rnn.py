@@ -3,7 +3,9 @@ r"""Recurrent layers and cells with torch's arguments, shapes, parameter names a
 One ``RNNBase.forward`` serves LSTM, GRU and RNN: it checks the input at the
 public boundary (every message names the argument, the expected shape in the
 vocabulary of torch's docs and what came), packs or pads, and hands the stack to
-``_autodiff.stacked_layers`` (what ``nn.functional.recurrent_layers`` calls too).
+``_autodiff.stacked_layers``. One ``RNNCellBase.forward`` serves the three cells,
+through the same primitive with one layer and one step. What differs between the
+modes (gates, weight order, kernels) is in ``rnnkit._modes``.
 """
 
 from __future__ import annotations
@@ -15,60 +17,45 @@ import warnings
 import numpy as np
 from autograd.tracer import getval
 
-from ..._autodiff import gru_layer, lstm_layer, rnn_layer, stacked_layers
+from ..._autodiff import StackSpec, stacked_layers
+from ..._modes import MODES, rnn_mode, weight_names
 from ..._random import default_generator
+from ..._validate import expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
 from .module import Module, Parameter
 
 __all__ = ["RNNBase", "LSTM", "GRU", "RNN", "RNNCellBase", "LSTMCell", "GRUCell", "RNNCell"]
 
-_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+def _refuse_proj_size(kind: str) -> None:
+    raise ValueError(f"proj_size argument is only supported for LSTM, not {kind}")
 
 
-def _dtype(dtype) -> np.dtype:
-    resolved = np.dtype(np.float32 if dtype is None else dtype)
-    if resolved not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be np.float32 or np.float64, got {resolved}")
-    return resolved
+def _no_extra_kwargs(kind: str, kwargs: dict) -> None:
+    """GRU and RNN take no ``proj_size``, nor any other keyword torch's LSTM has."""
+    if "proj_size" in kwargs:
+        _refuse_proj_size(kind)
+    if kwargs:
+        raise TypeError(f"{kind}() got an unexpected keyword argument {next(iter(kwargs))!r}")
 
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+def _layer_input_size(value) -> int:
+    """torch refuses a layer without input features (its cells accept one)."""
+    size = int_arg("input_size", value, minimum=None)
+    if size <= 0:
+        raise ValueError(f"input_size must be greater than zero, got {size}")
+    return size
 
 
-def _check_nonlinearity(nonlinearity) -> str:
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'.")
-    return nonlinearity
+def _param_name(kind: str, layer: int, direction: int) -> str:
+    """torch's name of a layer-direction's weight: ``weight_ih_l1_reverse``."""
+    return f"{kind}_l{layer}" + ("_reverse" if direction == 1 else "")
 
 
-def _check_array(name: str, value, dtype: np.dtype) -> np.ndarray:
-    """``value`` must be a float array of the layer's dtype: never cast silently."""
-    array = getval(value)
-    if hasattr(array, "detach") and hasattr(array, "numpy"):
-        raise TypeError(
-            f"{name} must be a numpy array, got a torch tensor; pass {name}.numpy()"
-        )
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise TypeError(f"{name} must be a float32 or float64 array, got {array.dtype}")
-        raise TypeError(
-            f"{name} has dtype {array.dtype} but the layer's parameters are {dtype}; convert "
-            f"with {name}.astype(np.{dtype}) or build the layer with dtype=np.{array.dtype}"
-        )
-    return array
-
-
-def _expect_shape(name: str, array, expected: tuple, spelled: str, hint: str = "") -> None:
-    shape = tuple(getval(array).shape)
-    if shape != tuple(expected):
-        raise ValueError(f"{name} must have shape {spelled} = {tuple(expected)}, got {shape}{hint}")
+def _init(shape, hidden_size, dtype) -> Parameter:
+    """torch's init of every recurrent weight: U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))."""
+    k = 1.0 / math.sqrt(hidden_size)
+    return Parameter(default_generator().uniform(-k, k, size=shape).astype(dtype))
 
 
 class RNNBase(Module):
@@ -79,9 +66,9 @@ class RNNBase(Module):
                  dtype=None):
         super().__init__()
         self.mode = mode
-        self.input_size = _positive_int("input_size", input_size, minimum=0)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
+        self.input_size = _layer_input_size(input_size)
+        self.hidden_size = int_arg("hidden_size", hidden_size, minimum=1)
+        self.num_layers = int_arg("num_layers", num_layers, minimum=1)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Number)
@@ -100,8 +87,7 @@ class RNNBase(Module):
                 stacklevel=3,
             )
         self.bidirectional = bool(bidirectional)
-        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
-            raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__}")
+        int_arg("proj_size", proj_size, minimum=None)
         if proj_size < 0:
             raise ValueError(
                 "proj_size should be a positive integer or zero to disable projections, "
@@ -113,30 +99,22 @@ class RNNBase(Module):
                 f">= hidden_size={self.hidden_size}"
             )
         if proj_size and mode != "LSTM":
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+            _refuse_proj_size(mode[:3])
         self.proj_size = int(proj_size)
-        self.dtype = _dtype(dtype)
+        self.dtype = float_dtype(dtype)
 
-        D = 2 if self.bidirectional else 1
-        G = _GATES[mode] * self.hidden_size
+        D = self._directions
+        G = MODES[mode].gates * self.hidden_size
         H_out = self.proj_size or self.hidden_size
-        k = 1.0 / math.sqrt(self.hidden_size)
-        self._flat_weights_names = []
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else H_out * D
+            shapes = {"weight_ih": (G, self.input_size if layer == 0 else H_out * D),
+                      "weight_hh": (G, H_out), "bias_ih": (G,), "bias_hh": (G,),
+                      "weight_hr": (self.proj_size, self.hidden_size)}
             for direction in range(D):
-                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                shapes = [(f"weight_ih{suffix}", (G, layer_input)),
-                          (f"weight_hh{suffix}", (G, H_out))]
-                if self.bias:
-                    shapes += [(f"bias_ih{suffix}", (G,)), (f"bias_hh{suffix}", (G,))]
-                if self.proj_size:
-                    shapes += [(f"weight_hr{suffix}", (self.proj_size, self.hidden_size))]
-                for name, shape in shapes:
-                    # torch's init: U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))
-                    value = default_generator().uniform(-k, k, size=shape).astype(self.dtype)
-                    setattr(self, name, Parameter(value))
-                    self._flat_weights_names.append(name)
+                for kind in weight_names(self.bias, bool(self.proj_size)):
+                    setattr(self, _param_name(kind, layer, direction),
+                            _init(shapes[kind], self.hidden_size, self.dtype))
+        self._flat_weights_names = self._flat_names()
 
     # ------------------------------------------------------------ torch compatibility
 
@@ -182,16 +160,15 @@ class RNNBase(Module):
                "bidirectional": self.bidirectional, "dtype": self.dtype.name}
         if self.mode == "LSTM":
             cfg["proj_size"] = self.proj_size
-        if self.mode.startswith("RNN"):
+        if MODES[self.mode].nonlinearity:
             cfg["nonlinearity"] = self.nonlinearity
         return cfg
 
     # ------------------------------------------------------------ forward
 
     def _flat_weights(self) -> list:
-        """The weights in ``stacked_layers``' order: per layer-direction ``weight_ih``,
-        ``weight_hh``, then ``bias_ih``, ``bias_hh`` (with bias), then ``weight_hr`` (with
-        projection). Traced values while differentiating; otherwise plain ndarray views,
+        """The weights in ``stacked_layers``' order (``rnnkit._modes.weight_names`` per
+        layer-direction). Traced values while differentiating; otherwise plain ndarray views,
         cached until a parameter is replaced (in-place updates show through the views)."""
         if self._traced:
             return [self._param(name) for name in self._flat_names()]
@@ -202,17 +179,15 @@ class RNNBase(Module):
         return self._plain_flat
 
     def _flat_names(self) -> list[str]:
-        kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) \
-            + (["weight_hr"] if self.proj_size else [])
-        return [f"{kind}_l{layer}" + ("_reverse" if direction else "")
+        return [_param_name(kind, layer, direction)
                 for layer in range(self.num_layers) for direction in range(self._directions)
-                for kind in kinds]
+                for kind in weight_names(self.bias, bool(self.proj_size))]
 
     def _check_input(self, input):
         """Returns ``(x (L, N, H_in) time-major, batch_sizes, sorted, unsorted, unbatched)``."""
         if isinstance(input, PackedSequence):
             data = input.data
-            _check_array("input.data", data, self.dtype)
+            float_array("input.data", data, self.dtype)
             if getval(data).ndim != 2:
                 raise ValueError(
                     "a PackedSequence input must have data of shape (sum(lengths), "
@@ -226,7 +201,7 @@ class RNNBase(Module):
             batch_sizes = input.batch_sizes
             x = _packed_to_padded(data, batch_sizes)  # (L, N, H_in), sorted batch order
             return x, batch_sizes, input.sorted_indices, input.unsorted_indices, False
-        array = _check_array("input", input, self.dtype)
+        array = float_array("input", input, self.dtype)
         layout = "(batch, seq_len, input_size)" if self.batch_first else \
             "(seq_len, batch, input_size)"
         if array.ndim not in (2, 3):
@@ -254,7 +229,7 @@ class RNNBase(Module):
 
     def _check_state(self, name, state, N, H, unbatched, spelled_size):
         D = self._directions
-        array = _check_array(name, state, self.dtype)
+        array = float_array(name, state, self.dtype)
         if unbatched:
             if array.ndim != 2:
                 raise ValueError(
@@ -262,7 +237,7 @@ class RNNBase(Module):
                     f"{spelled_size}) = {(self.num_layers * D, H)}, got {array.ndim}-D shape "
                     f"{array.shape}"
                 )
-            _expect_shape(name, array, (self.num_layers * D, H),
+            expect_shape(name, array, (self.num_layers * D, H),
                           f"(num_layers*num_directions, {spelled_size})")
             return state[:, None, :]
         if array.ndim != 3:
@@ -278,7 +253,7 @@ class RNNBase(Module):
                     f"{name}.transpose(1, 0, 2)")
         elif array.shape[0] == expected[0] and array.shape[2] == H and array.shape[1] != N:
             hint = f"; its batch ({array.shape[1]}) must equal the input's batch ({N})"
-        _expect_shape(name, array, expected,
+        expect_shape(name, array, expected,
                       f"(num_layers*num_directions, batch, {spelled_size})", hint)
         return state
 
@@ -287,12 +262,12 @@ class RNNBase(Module):
         L, N, _ = getval(x).shape
         D = self._directions
         H_out = self.proj_size or self.hidden_size
-        is_lstm = self.mode == "LSTM"
+        cell_state = MODES[self.mode].cell_state  # the LSTM: hx = (h_0, c_0)
         if hx is None:
             h_0 = np.zeros((self.num_layers * D, N, H_out), dtype=self.dtype)
             c_0 = np.zeros((self.num_layers * D, N, self.hidden_size), dtype=self.dtype)
         else:
-            if is_lstm:
+            if cell_state:
                 if not isinstance(getval(hx), (tuple, list)) or len(getval(hx)) != 2:
                     raise TypeError(
                         "hx must be a tuple (h_0, c_0) for the LSTM, got "
@@ -306,32 +281,29 @@ class RNNBase(Module):
                 h_0, c_0 = hx, None
             h_size = "proj_size" if self.proj_size else "hidden_size"
             h_0 = self._check_state("h_0", h_0, N, H_out, unbatched, h_size)
-            if is_lstm:
+            if cell_state:
                 c_0 = self._check_state("c_0", c_0, N, self.hidden_size, unbatched,
                                         "hidden_size")
             if sorted_indices is not None:  # states come in the caller's batch order
                 h_0 = h_0[:, sorted_indices]
-                c_0 = c_0[:, sorted_indices] if is_lstm else None
-        nonlinearity = "relu" if self.mode == "RNN_RELU" else "tanh"
-        mode = "RNN" if self.mode.startswith("RNN") else self.mode
+                c_0 = c_0[:, sorted_indices] if cell_state else None
         # one traced node for the whole stack, or (nothing to differentiate) the
         # inference kernels, which keep no per-step history
-        output, h_n, c_n = stacked_layers(
-            mode, x, h_0, c_0, self._flat_weights(), self.num_layers, D, self.dropout,
-            self.training, nonlinearity, batch_sizes, self.bias, bool(self.proj_size),
-        )
+        spec = StackSpec(self.mode, self.num_layers, D, self.dropout, self.training,
+                         batch_sizes, self.bias, bool(self.proj_size))
+        output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._flat_weights())
         if unsorted_indices is not None:  # back to the caller's batch order
             h_n = h_n[:, unsorted_indices]
-            c_n = c_n[:, unsorted_indices] if is_lstm else None
+            c_n = c_n[:, unsorted_indices] if cell_state else None
         if batch_sizes is not None:
             output = PackedSequence(_padded_to_packed(output, batch_sizes), batch_sizes,
                                     sorted_indices, unsorted_indices)
         elif unbatched:
             output, h_n = output[:, 0], h_n[:, 0]
-            c_n = c_n[:, 0] if is_lstm else None
+            c_n = c_n[:, 0] if cell_state else None
         elif self.batch_first:
             output = output.transpose((1, 0, 2))
-        return (output, (h_n, c_n)) if is_lstm else (output, h_n)
+        return (output, (h_n, c_n)) if cell_state else (output, h_n)
 
 
 class LSTM(RNNBase):
@@ -381,13 +353,6 @@ class LSTM(RNNBase):
                          dropout, bidirectional, proj_size, dtype)
 
 
-def _no_proj_size(kind: str, kwargs: dict) -> None:
-    if "proj_size" in kwargs:
-        raise ValueError(f"proj_size argument is only supported for LSTM, not {kind}")
-    if kwargs:
-        raise TypeError(f"{kind}() got an unexpected keyword argument {next(iter(kwargs))!r}")
-
-
 class GRU(RNNBase):
     r"""Multi-layer gated recurrent unit, exactly as ``torch.nn.GRU``.
 
@@ -419,7 +384,7 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=None, **kwargs):
-        _no_proj_size("GRU", kwargs)
+        _no_extra_kwargs("GRU", kwargs)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, dtype)
 
@@ -449,53 +414,51 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=None, **kwargs):
-        _no_proj_size("RNN", kwargs)
-        self_nonlinearity = _check_nonlinearity(nonlinearity)
-        mode = "RNN_TANH" if self_nonlinearity == "tanh" else "RNN_RELU"
+        _no_extra_kwargs("RNN", kwargs)
+        mode = rnn_mode(nonlinearity)
         super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, dtype)
-        self.nonlinearity = self_nonlinearity
+        self.nonlinearity = MODES[mode].nonlinearity
 
 
 # ---------------------------------------------------------------- cells
 
 
 class RNNCellBase(Module):
-    """The machinery shared by the cells: parameters, init, input checks."""
+    """The machinery shared by the cells: parameters, init, input checks, and one forward:
+    a cell is its layer's stack primitive with one layer, one direction and one step."""
 
-    def __init__(self, input_size, hidden_size, bias, num_chunks, dtype):
+    def __init__(self, mode, input_size, hidden_size, bias, dtype):
         super().__init__()
-        self.input_size = _positive_int("input_size", input_size, minimum=0)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.mode = mode
+        self.input_size = int_arg("input_size", input_size, minimum=0)  # torch accepts 0 here
+        self.hidden_size = int_arg("hidden_size", hidden_size, minimum=1)
         self.bias = bool(bias)
-        self.dtype = _dtype(dtype)
-        k = 1.0 / math.sqrt(self.hidden_size)
-        G = num_chunks * self.hidden_size
-        shapes = [("weight_ih", (G, self.input_size)), ("weight_hh", (G, self.hidden_size))]
-        if self.bias:
-            shapes += [("bias_ih", (G,)), ("bias_hh", (G,))]
-        for name, shape in shapes:
-            value = default_generator().uniform(-k, k, size=shape).astype(self.dtype)
-            setattr(self, name, Parameter(value))
+        self.dtype = float_dtype(dtype)
+        G = MODES[mode].gates * self.hidden_size
+        shapes = {"weight_ih": (G, self.input_size), "weight_hh": (G, self.hidden_size),
+                  "bias_ih": (G,), "bias_hh": (G,)}
+        for name in weight_names(self.bias, False):
+            setattr(self, name, _init(shapes[name], self.hidden_size, self.dtype))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        if getattr(self, "nonlinearity", "tanh") != "tanh":
+        if MODES[self.mode].nonlinearity not in (None, "tanh"):
             s += f", nonlinearity={self.nonlinearity!r}"
         return s
 
     def config(self) -> dict:
         cfg = {"input_size": self.input_size, "hidden_size": self.hidden_size,
                "bias": self.bias, "dtype": self.dtype.name}
-        if hasattr(self, "nonlinearity"):
+        if MODES[self.mode].nonlinearity:
             cfg["nonlinearity"] = self.nonlinearity
         return cfg
 
     def _check_input(self, input):
         """Returns ``(x (1, N, H_in), unbatched)``."""
-        array = _check_array("input", input, self.dtype)
+        array = float_array("input", input, self.dtype)
         if array.ndim not in (1, 2) or array.shape[-1] != self.input_size:
             raise ValueError(
                 "input must have shape (batch, input_size) = (N, "
@@ -506,20 +469,39 @@ class RNNCellBase(Module):
         return (input[None, None, :] if unbatched else input[None]), unbatched
 
     def _check_state(self, name, state, N, unbatched):
-        array = _check_array(name, state, self.dtype)
+        """``state`` as ``(1, N, H)``: one layer-direction's state."""
+        array = float_array(name, state, self.dtype)
         if unbatched:
-            _expect_shape(name, array, (self.hidden_size,), "unbatched (hidden_size,)")
-            return state[None]
-        _expect_shape(name, array, (N, self.hidden_size), "(batch, hidden_size)")
-        return state
+            expect_shape(name, array, (self.hidden_size,), "unbatched (hidden_size,)")
+            return state[None, None]
+        expect_shape(name, array, (N, self.hidden_size), "(batch, hidden_size)")
+        return state[None]
 
-    def _zeros(self, N):
-        return np.zeros((N, self.hidden_size), dtype=self.dtype)
+    def _states(self, hx, N, unbatched):
+        """``(h, c)``, each ``(1, N, H)`` (``c`` None but for the LSTMCell); zeros for None."""
+        cell_state = MODES[self.mode].cell_state
+        if hx is None:
+            zeros = [np.zeros((1, N, self.hidden_size), dtype=self.dtype) for _ in range(2)]
+            return zeros[0], (zeros[1] if cell_state else None)
+        if not cell_state:
+            return self._check_state("hx", hx, N, unbatched), None
+        if not isinstance(getval(hx), (tuple, list)) or len(getval(hx)) != 2:
+            raise TypeError(
+                f"hx must be a tuple (h, c) for LSTMCell, got {type(getval(hx)).__name__}"
+            )
+        return (self._check_state("h", hx[0], N, unbatched),
+                self._check_state("c", hx[1], N, unbatched))
 
-    def _biases(self):
-        if not self.bias:
-            return None, None
-        return self._param("bias_ih"), self._param("bias_hh")
+    def forward(self, input, hx=None):
+        x, unbatched = self._check_input(input)
+        h, c = self._states(hx, getval(x).shape[1], unbatched)
+        spec = StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
+        flat = [self._param(name) for name in weight_names(self.bias, False)]
+        _, h, c = stacked_layers(spec, x, h, c, flat)  # h, c: (1, N, H)
+        h, c = h[0], (None if c is None else c[0])
+        if unbatched:
+            h, c = h[0], (None if c is None else c[0])
+        return h if c is None else (h, c)
 
 
 class LSTMCell(RNNCellBase):
@@ -536,25 +518,7 @@ class LSTMCell(RNNCellBase):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 4, dtype)
-
-    def forward(self, input, hx=None):
-        x, unbatched = self._check_input(input)
-        N = getval(x).shape[1]
-        if hx is None:
-            h, c = self._zeros(N), self._zeros(N)
-        else:
-            if not isinstance(getval(hx), (tuple, list)) or len(getval(hx)) != 2:
-                raise TypeError(
-                    f"hx must be a tuple (h, c) for LSTMCell, got {type(getval(hx)).__name__}"
-                )
-            h = self._check_state("h", hx[0], N, unbatched)
-            c = self._check_state("c", hx[1], N, unbatched)
-        b_ih, b_hh = self._biases()
-        b = None if b_ih is None else b_ih + b_hh
-        _, h, c = lstm_layer(x, h, c, self._param("weight_ih"), self._param("weight_hh"), b,
-                             None)
-        return (h[0], c[0]) if unbatched else (h, c)
+        super().__init__("LSTM", input_size, hidden_size, bias, dtype)
 
 
 class GRUCell(RNNCellBase):
@@ -570,15 +534,7 @@ class GRUCell(RNNCellBase):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 3, dtype)
-
-    def forward(self, input, hx=None):
-        x, unbatched = self._check_input(input)
-        N = getval(x).shape[1]
-        h = self._zeros(N) if hx is None else self._check_state("hx", hx, N, unbatched)
-        b_ih, b_hh = self._biases()
-        _, h = gru_layer(x, h, self._param("weight_ih"), self._param("weight_hh"), b_ih, b_hh)
-        return h[0] if unbatched else h
+        super().__init__("GRU", input_size, hidden_size, bias, dtype)
 
 
 class RNNCell(RNNCellBase):
@@ -595,16 +551,6 @@ class RNNCell(RNNCellBase):
     """
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", dtype=None):
-        nonlinearity = _check_nonlinearity(nonlinearity)
-        super().__init__(input_size, hidden_size, bias, 1, dtype)
-        self.nonlinearity = nonlinearity
-
-    def forward(self, input, hx=None):
-        x, unbatched = self._check_input(input)
-        N = getval(x).shape[1]
-        h = self._zeros(N) if hx is None else self._check_state("hx", hx, N, unbatched)
-        b_ih, b_hh = self._biases()
-        b = None if b_ih is None else b_ih + b_hh
-        _, h = rnn_layer(x, h, self._param("weight_ih"), self._param("weight_hh"), b,
-                         self.nonlinearity)
-        return h[0] if unbatched else h
+        mode = rnn_mode(nonlinearity)
+        super().__init__(mode, input_size, hidden_size, bias, dtype)
+        self.nonlinearity = MODES[mode].nonlinearity

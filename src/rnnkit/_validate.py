@@ -1,0 +1,93 @@
+"""Checks of arguments at the public boundary, in one place.
+
+Every message names the argument, what was expected and what came, in the
+vocabulary of torch's docs. Modules, packing, io and the optimizers call these;
+none of them writes its own.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from autograd.tracer import getval
+
+__all__ = [
+    "is_torch_tensor",
+    "from_torch",
+    "float_dtype",
+    "int_arg",
+    "float_array",
+    "array_of",
+    "expect_shape",
+]
+
+
+# ---------------------------------------------------------------- torch tensors
+
+
+def is_torch_tensor(value) -> bool:
+    """True for a torch tensor, recognised without importing torch."""
+    return not isinstance(value, np.ndarray) and hasattr(value, "detach") \
+        and hasattr(value, "numpy")
+
+
+def from_torch(value):
+    """A CPU torch tensor as an ndarray (detached, copied off any device); anything else
+    unchanged."""
+    return value.detach().cpu().numpy() if is_torch_tensor(value) else value
+
+
+# ---------------------------------------------------------------- constructor arguments
+
+
+def float_dtype(dtype) -> np.dtype:
+    """A layer's dtype: ``np.float32`` (the default, for None) or ``np.float64``."""
+    resolved = np.dtype(np.float32 if dtype is None else dtype)
+    if resolved not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be np.float32 or np.float64, got {resolved}")
+    return resolved
+
+
+def int_arg(name: str, value, minimum: int | None = 0) -> int:
+    """An ``int`` (not a bool) of at least ``minimum`` (None: any)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def array_of(name: str, value) -> np.ndarray:
+    """``value`` (traced or not) as the ndarray it is; a torch tensor or anything else is
+    a ``TypeError`` that says what to pass."""
+    array = getval(value)
+    if is_torch_tensor(array):
+        raise TypeError(f"{name} must be a numpy array, got a torch tensor; pass {name}.numpy()")
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    return array
+
+
+def float_array(name: str, value, dtype: np.dtype, owner: str = "layer") -> np.ndarray:
+    """``value`` must be a float array of ``owner``'s dtype: never cast silently."""
+    array = array_of(name, value)
+    if array.dtype != dtype:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise TypeError(f"{name} must be a float32 or float64 array, got {array.dtype}")
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but the {owner}'s parameters are {dtype}; "
+            f"convert with {name}.astype(np.{dtype}) or build the {owner} with "
+            f"dtype=np.{array.dtype}"
+        )
+    return array
+
+
+def expect_shape(name: str, array, expected: tuple, spelled: str, hint: str = "") -> None:
+    """``array`` must have shape ``expected``, spelled in torch's words as ``spelled``."""
+    shape = tuple(getval(array).shape)
+    if shape != tuple(expected):
+        raise ValueError(f"{name} must have shape {spelled} = {tuple(expected)}, got {shape}{hint}")
