@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import from_torch
+
 __all__ = ["Optimizer"]
 
 
@@ -242,8 +244,7 @@ class Optimizer:
             p = id_map[key]
             entry = {}
             for name, value in entries.items():
-                if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-                    value = value.detach().cpu().numpy()
+                value = from_torch(value)
                 if name == "step":
                     entry[name] = np.array(value, dtype=np.float32)
                 elif value is None:

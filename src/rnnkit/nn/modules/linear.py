@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from ..._random import default_generator
+from ..._validate import float_array, float_dtype, int_arg
 from .. import functional as F
 from .module import Module, Parameter
 
 __all__ = ["Identity", "Linear"]
-
-
-def _dtype(dtype) -> np.dtype:
-    resolved = np.dtype(np.float32 if dtype is None else dtype)
-    if resolved not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be np.float32 or np.float64, got {resolved}")
-    return resolved
-
-
-def _size(name: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
-def _check_input_dtype(input, dtype: np.dtype, layer: str) -> None:
-    """Like torch, a float64 input to a float32 layer is an error, never a silent cast."""
-    from autograd.tracer import getval
-
-    array = getval(input)
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"input must be a numpy array, got {type(array).__name__}")
-    if array.dtype != dtype:
-        raise TypeError(
-            f"input has dtype {array.dtype} but the {layer}'s parameters are {dtype}; convert "
-            f"with input.astype(np.{dtype}) or build the {layer} with dtype=np.{array.dtype}"
-        )
 
 
 class Identity(Module):
@@ -90,9 +61,9 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype=None):
         super().__init__()
-        self.in_features = _size("in_features", in_features)
-        self.out_features = _size("out_features", out_features)
-        self.dtype = _dtype(dtype)
+        self.in_features = int_arg("in_features", in_features)
+        self.out_features = int_arg("out_features", out_features)
+        self.dtype = float_dtype(dtype)
         bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
         shape = (self.out_features, self.in_features)
         # torch: kaiming_uniform_(weight, a=sqrt(5)) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -105,7 +76,7 @@ class Linear(Module):
             self.register_parameter("bias", None)
 
     def forward(self, input):
-        _check_input_dtype(input, self.dtype, "Linear")
+        float_array("input", input, self.dtype, owner="Linear")  # never a silent cast
         return F.linear(input, self._param("weight"), self._param("bias"))
 
     def extra_repr(self) -> str:

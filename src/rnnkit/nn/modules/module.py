@@ -12,6 +12,8 @@ from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.numpy.numpy_vspaces import ArrayVSpace
 from autograd.tracer import isbox
 
+from ..._validate import from_torch
+
 __all__ = ["Module", "Parameter"]
 
 
@@ -200,9 +202,7 @@ class Module:
         for name, value in state_dict.items():
             if name not in params:
                 continue
-            if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-                value = value.detach().cpu().numpy()
-            array = np.asarray(value)
+            array = np.asarray(from_torch(value))
             if array.shape != params[name].shape:
                 raise ValueError(
                     f"state_dict[{name!r}] has shape {array.shape}, but the parameter "

@@ -7,8 +7,8 @@ import numbers
 import numpy as np
 
 from ..._random import default_generator
+from ..._validate import float_dtype, int_arg
 from .. import functional as F
-from .linear import _dtype, _size
 from .module import Module, Parameter
 
 __all__ = ["Embedding"]
@@ -46,8 +46,8 @@ class Embedding(Module):
         self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, dtype=None
     ):
         super().__init__()
-        self.num_embeddings = _size("num_embeddings", num_embeddings)
-        self.embedding_dim = _size("embedding_dim", embedding_dim)
+        self.num_embeddings = int_arg("num_embeddings", num_embeddings)
+        self.embedding_dim = int_arg("embedding_dim", embedding_dim)
         if padding_idx is not None:
             if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
                 raise TypeError(
@@ -60,7 +60,7 @@ class Embedding(Module):
                 )
             padding_idx = int(padding_idx) % self.num_embeddings
         self.padding_idx = padding_idx
-        self.dtype = _dtype(dtype)
+        self.dtype = float_dtype(dtype)
         shape = (self.num_embeddings, self.embedding_dim)
         weight = default_generator().standard_normal(shape).astype(self.dtype)  # torch: N(0, 1)
         if padding_idx is not None:

@@ -16,7 +16,9 @@ from typing import NamedTuple
 
 import autograd.numpy as anp
 import numpy as np
-from autograd.tracer import getval, isbox
+from autograd.tracer import getval
+
+from ..._validate import array_of, from_torch
 
 __all__ = [
     "PackedSequence",
@@ -86,21 +88,16 @@ class PackedSequence(_PackedSequenceBase):
 
 
 def _check_array(name: str, value) -> None:
-    if isbox(value):
-        value = getval(value)
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
-    if not np.issubdtype(value.dtype, np.floating):
-        raise TypeError(f"{name} must be a float32 or float64 array, got {value.dtype}")
+    """Any numeric or bool array packs and pads, as in torch (token ids before an
+    ``Embedding``, masks); the recurrent layers themselves take float arrays only."""
+    array = array_of(name, value)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric or bool array, got {array.dtype}")
 
 
 def _as_lengths(lengths, batch: int | None = None) -> np.ndarray:
     """``lengths`` as a 1-D int64 array, from a list, tuple or any integer array."""
-    if isbox(lengths):
-        lengths = getval(lengths)
-    if hasattr(lengths, "numpy") and not isinstance(lengths, np.ndarray):
-        lengths = lengths.numpy()  # a CPU torch tensor
-    array = np.asarray(lengths)
+    array = np.asarray(from_torch(getval(lengths)))
     if array.ndim != 1:
         raise ValueError(f"lengths must be 1-D (one length per sequence), got shape {array.shape}")
     if array.size and not (
