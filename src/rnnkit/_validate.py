@@ -17,6 +17,7 @@ __all__ = [
     "from_torch",
     "float_dtype",
     "int_arg",
+    "numeric_array",
     "float_array",
     "array_of",
     "expect_shape",
@@ -69,6 +70,15 @@ def array_of(name: str, value) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array, got a torch tensor; pass {name}.numpy()")
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    return array
+
+
+def numeric_array(name: str, value) -> np.ndarray:
+    """A numeric or bool array of any dtype: what packing and padding take (token ids
+    before an ``Embedding``, masks), as torch does."""
+    array = array_of(name, value)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric or bool array, got {array.dtype}")
     return array
 
 

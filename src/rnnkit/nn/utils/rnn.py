@@ -18,7 +18,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
 
-from ..._validate import array_of, from_torch
+from ..._validate import from_torch, numeric_array
 
 __all__ = [
     "PackedSequence",
@@ -87,14 +87,6 @@ class PackedSequence(_PackedSequenceBase):
         return False
 
 
-def _check_array(name: str, value) -> None:
-    """Any numeric or bool array packs and pads, as in torch (token ids before an
-    ``Embedding``, masks); the recurrent layers themselves take float arrays only."""
-    array = array_of(name, value)
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise TypeError(f"{name} must be a numeric or bool array, got {array.dtype}")
-
-
 def _as_lengths(lengths, batch: int | None = None) -> np.ndarray:
     """``lengths`` as a 1-D int64 array, from a list, tuple or any integer array."""
     array = np.asarray(from_torch(getval(lengths)))
@@ -158,7 +150,7 @@ def pack_padded_sequence(
         >>> packed.data.ravel().tolist(), packed.batch_sizes.tolist()
         ([0.0, 1.0, 2.0, 4.0], [2, 1, 1])
     """
-    _check_array("input", input)
+    numeric_array("input", input)  # any dtype packs, as in torch
     if input.ndim < 2:
         raise ValueError(
             "input must have at least 2 dimensions, (seq_len, batch, *) or with "
@@ -322,7 +314,7 @@ def unpad_sequence(padded_sequences: np.ndarray, lengths, batch_first: bool = Fa
         >>> [s.shape for s in unpad_sequence(np.zeros((3, 2, 4)), [3, 1])]
         [(3, 4), (1, 4)]
     """
-    _check_array("padded_sequences", padded_sequences)
+    numeric_array("padded_sequences", padded_sequences)
     if padded_sequences.ndim < 2:
         raise ValueError(
             "padded_sequences must have at least 2 dimensions (seq_len, batch, *), "
