@@ -20,10 +20,26 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+unknown"
 
+
+def __getattr__(name: str):
+    # rnnkit.onnx is imported on first access, like torch.onnx: `import rnnkit` stays
+    # free of it, and it imports the onnx package only when used
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "onnx"})
+
+
 __all__ = [
     "nn",
     "optim",
     "numpy",
+    "onnx",
     "grad",
     "value_and_grad",
     "no_grad",

@@ -5,7 +5,9 @@
 operators, which onnxruntime runs; ``load_weights`` turns the recurrent nodes of an
 ONNX model (ours, or one from ``torch.onnx.export``) back into rnnkit layers.
 
-Importing ``rnnkit`` never imports ``onnx``; this package imports it on first use.
+``rnnkit.onnx`` is an attribute of ``rnnkit``, imported on first access (like
+``torch.onnx``). Importing ``rnnkit`` never imports ``onnx``; this package imports it on
+first use.
 """
 
 from __future__ import annotations
@@ -70,31 +72,55 @@ def export(module, path: str | os.PathLike, input, *, opset_version: int = 17,
             initial_states=initial_states, sequence_lens=sequence_lens, dtype=dtype)
 
 
-def load_weights(path: str | os.PathLike):
+def load_weights(path: str | os.PathLike, *, name: str | None = None):
     """Rebuild rnnkit layers, with torch-layout weights, from the LSTM/GRU/RNN nodes of an
     ONNX model.
+
+    The nodes are searched for in the main graph and in every subgraph (``If`` branches,
+    ``Loop`` and ``Scan`` bodies), whose nodes may read the stored tensors of the graphs
+    around them. Weights are read where they are stored (initializers, ``Constant``
+    nodes), through the ops that only select, reorder or cast them (``Slice``,
+    ``Concat``, ``Unsqueeze``, ``Transpose``, ``Cast``, ... as ``torch.onnx.export``
+    writes for an ``LSTMCell``).
 
     Consecutive nodes where each reads the previous one's output (as the layers of
     ``rnnkit.onnx.export`` or ``torch.onnx.export`` do) become one multi-layer module;
     a leading ``Transpose`` from the graph input marks ``batch_first``.
 
+    Args:
+        path: the ``.onnx`` file to read.
+        name: the name of one recurrent node (or, for an unnamed node, of its first
+            output): only the module of the stack holding that node is rebuilt and
+            returned; the other nodes need not be loadable. Default: all of them
+
     Returns:
-        The module when the model holds one such chain, else a list of modules in graph
-        order.
+        With ``name``, the module of that node's stack. Without, the module when the
+        model holds one stack, else a list of modules in graph order (a subgraph's
+        nodes counting where the node holding it runs).
 
     Raises:
-        ValueError: no recurrent node, weights that are not constants, or an operator
-            variant torch has no layer for (peepholes, clipping, ``linear_before_reset=0``).
+        ImportError: onnx is not installed.
+        TypeError: ``name`` is not a string.
+        ValueError: no recurrent node (the message names LSTM/GRU/RNN nodes of other
+            domains, if any); ``name`` names none (or several) of them (the message lists
+            the recurrent nodes, with their op type and graph); weights computed from graph
+            inputs rather than stored; or an operator variant torch has no layer for
+            (peepholes, clipping, ``linear_before_reset=0``).
 
     Example:
-        >>> import os, tempfile, numpy as np, rnnkit, rnnkit.onnx
+        >>> import os, tempfile, numpy as np, rnnkit
         >>> path = os.path.join(tempfile.mkdtemp(), "gru.onnx")
         >>> gru = rnnkit.nn.GRU(3, 4, num_layers=2, bidirectional=True)
         >>> rnnkit.onnx.export(gru, path, (5, 2, 3))
         >>> rnnkit.onnx.load_weights(path)
         GRU(3, 4, num_layers=2, bidirectional=True)
+        >>> rnnkit.onnx.load_weights(path, name="GRU_node_17")  # the stack's second node
+        GRU(3, 4, num_layers=2, bidirectional=True)
     """
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, the name of a recurrent node, got "
+                        f"{type(name).__name__}")
     _require_onnx()
     from ._import import load_weights as _load_weights
 
-    return _load_weights(path)
+    return _load_weights(path, name=name)

@@ -1,4 +1,8 @@
-"""ONNX LSTM/GRU/RNN nodes -> rnnkit layers with torch-layout weights."""
+"""ONNX LSTM/GRU/RNN nodes -> rnnkit layers with torch-layout weights.
+
+The nodes may sit in the main graph or in subgraphs (``If`` branches, ``Loop``/``Scan``
+bodies), which see the names of every graph enclosing them (ONNX's scoping rules).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ from ._layout import GATES, ONNX_OF_TORCH, reorder, suffix
 # them between the layers of a stack
 _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout",
                  "Cast"}
+# ops that only select, rearrange or cast stored values, without arithmetic: torch's export
+# of an LSTMCell reorders the gates of stored weights with Slice + Concat, then Unsqueeze,
+# so load_weights evaluates these (with onnx's reference implementation) to reach the values
+_FOLDABLE = {"Constant", "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+             "Transpose", "Concat", "Slice", "Split", "Gather"}
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
                         "RNN": ["Tanh"]}
 
@@ -26,13 +35,113 @@ def _text(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _label(node) -> str:
+    """How errors and ``name=`` call a node: its name, else its first output's."""
+    return node.name or node.output[0]
+
+
+def _standard(node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+class _Scope:
+    """The names one graph defines, and the graph enclosing it (None for the main graph):
+    a name a subgraph does not define is looked up outwards."""
+
+    def __init__(self, graph, parent: _Scope | None, where: str, opsets: list):
+        self.parent, self.where, self.opsets = parent, where, opsets
+        self.stored = {t.name: t for t in graph.initializer}
+        self.producers = {out: node for node in graph.node for out in node.output if out}
+        # a main-graph input that also has an initializer is read as the stored value
+        self.inputs = {i.name for i in graph.input} - set(self.stored)
+        self._values = {}
+
+    def _owner(self, name: str) -> _Scope | None:
+        scope = self
+        while scope is not None and name not in scope.producers and \
+                name not in scope.stored and name not in scope.inputs:
+            scope = scope.parent
+        return scope
+
+    def producer(self, name: str):
+        """The node computing ``name``, or None for a stored value or a graph input."""
+        owner = self._owner(name)
+        return None if owner is None else owner.producers.get(name)
+
+    def is_model_input(self, name: str) -> bool:
+        owner = self._owner(name)
+        return owner is not None and owner.parent is None and name in owner.inputs
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """``name``'s value when it is stored, or folded from stored values by _FOLDABLE
+        ops; else None (it depends on an input)."""
+        owner = self._owner(name)
+        if owner is None or name in owner.inputs:
+            return None
+        if name not in owner._values:
+            owner._values[name] = None  # while folding: no value yet
+            if name in owner.stored:
+                owner._values[name] = numpy_helper.to_array(owner.stored[name])
+            else:
+                owner._fold(owner.producers[name])
+        return owner._values[name]
+
+    def _fold(self, node):
+        if not _standard(node) or node.op_type not in _FOLDABLE:
+            return
+        feeds = {name: self.constant(name) for name in node.input if name}
+        if any(value is None for value in feeds.values()):
+            return
+        from onnx.reference import ReferenceEvaluator  # the opset's exact semantics
+
+        graph = onnx.helper.make_graph(  # a one-node model: the evaluator takes its opsets
+            [node], "fold", [onnx.helper.make_empty_tensor_value_info(n) for n in feeds],
+            [onnx.helper.make_empty_tensor_value_info(n) for n in node.output if n])
+        model = onnx.helper.make_model(graph, opset_imports=self.opsets)
+        outputs = ReferenceEvaluator(model).run(None, feeds)
+        for name, value in zip(node.output, outputs):
+            if name:
+                self._values[name] = np.asarray(value)
+
+    def describe(self) -> str:
+        return f"in {self.where}" if self.where else "in the main graph"
+
+
+def _find(graph, scope: _Scope, found: list, others: list) -> None:
+    """Append (node, scope) for each recurrent node of ``graph`` and its subgraphs, in
+    graph order (a subgraph's nodes where the node holding it runs, an If's then_branch
+    before its else_branch); ``others`` gets the LSTM/GRU/RNN nodes of other domains,
+    which are not ONNX's operators."""
+    for node in graph.node:
+        if node.op_type in GATES:
+            (found if _standard(node) else others).append((node, scope))
+        for attr in sorted(node.attribute, key=lambda a: a.name == "else_branch"):  # then first
+            if attr.type == onnx.AttributeProto.GRAPH:
+                subgraphs = [(attr.g, attr.name)]
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                subgraphs = [(g, f"{attr.name}[{k}]") for k, g in enumerate(attr.graphs)]
+            else:
+                continue
+            for subgraph, branch in subgraphs:
+                where = f"{node.op_type} {_label(node)!r}.{branch}"
+                where = f"{scope.where} > {where}" if scope.where else where
+                _find(subgraph, _Scope(subgraph, scope, where, scope.opsets), found, others)
+
+
+def _listing(found) -> str:
+    return ", ".join(f"{node.op_type} {_label(node)!r} ({scope.describe()})"
+                     for node, scope in found)
+
+
 class _Layer:
     """One ONNX recurrent node, in torch's terms."""
 
-    def __init__(self, node, constants):
-        self.node, self.mode = node, node.op_type
+    def __init__(self, node, scope: _Scope):
+        self.node, self.mode, self.scope = node, node.op_type, scope
         attrs = _attrs(node)
-        where = f"{node.op_type} node {node.name or node.output[0]!r}"
+        where = f"{node.op_type} node {_label(node)!r}"
+        if scope.parent is not None:
+            where += f" ({scope.describe()})"
         self.direction = _text(attrs.get("direction", b"forward"))
         if self.direction not in ("forward", "bidirectional"):
             raise ValueError(f"{where} runs direction={self.direction!r}; torch layers run "
@@ -63,10 +172,12 @@ class _Layer:
         def constant(index, name):
             if len(node.input) <= index or not node.input[index]:
                 return None
-            if node.input[index] not in constants:
+            value = scope.constant(node.input[index])
+            if value is None:
                 raise ValueError(f"{where}: its {name} ({node.input[index]!r}) is computed in "
-                                 "the graph, not stored; load_weights reads stored weights")
-            return constants[node.input[index]]
+                                 "the graph, not stored; load_weights reads stored weights "
+                                 f"(and {', '.join(sorted(_FOLDABLE))} of them)")
+            return value
 
         W, R, B = constant(1, "W"), constant(2, "R"), constant(3, "B")
         if W is None or R is None:
@@ -97,7 +208,7 @@ class _Layer:
                 w["bias_ih"], w["bias_hh"] = reorder(B[d, :G], order), reorder(B[d, G:], order)
             self.weights.append({k: v.astype(self.dtype) for k, v in w.items()})
 
-    def continues(self, other: _Layer, producers) -> bool:
+    def continues(self, other: _Layer) -> bool:
         """Whether this node reads ``other``'s output as the next layer of one stack."""
         same = (self.mode, self.hidden_size, self.D, self.bias, self.nonlinearity,
                 self.dtype, self.batch_first) == (other.mode, other.hidden_size, other.D,
@@ -109,20 +220,20 @@ class _Layer:
         for _ in range(16):
             if name == other.node.output[0]:
                 return True
-            node = producers.get(name)
+            node = self.scope.producer(name)
             if node is None or node.op_type not in _PASS_THROUGH:
                 return False
             name = node.input[0]
         return False
 
 
-def _input_transposed(layer: _Layer, producers, graph_inputs) -> bool:
-    """A Transpose (1, 0, 2) between a graph input and the first layer: batch_first."""
+def _input_transposed(layer: _Layer) -> bool:
+    """A Transpose (1, 0, 2) between a model input and the first layer: batch_first."""
     name, transposed = layer.node.input[0], False
     for _ in range(16):
-        if name in graph_inputs:
+        if layer.scope.is_model_input(name):
             return transposed
-        node = producers.get(name)
+        node = layer.scope.producer(name)
         if node is None or node.op_type not in _PASS_THROUGH:
             return False
         if node.op_type == "Transpose" and list(_attrs(node).get("perm", [])) == [1, 0, 2]:
@@ -149,32 +260,44 @@ def _build(chain: list[_Layer], batch_first: bool):
     return module
 
 
-def load_weights(path):
+def load_weights(path, name: str | None = None):
     model = onnx.load(os.fspath(path))
-    graph = model.graph
-    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    producers = {}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            value = _attrs(node).get("value")
-            if value is not None:
-                constants[node.output[0]] = numpy_helper.to_array(value)
-        for out in node.output:
-            producers[out] = node
-    graph_inputs = {i.name for i in graph.input} - set(constants)
-    layers = [_Layer(n, constants) for n in graph.node
-              if n.op_type in GATES and n.domain in ("", "ai.onnx")]
-    if not layers:
-        raise ValueError(f"{path} has no LSTM, GRU or RNN node")
-    chains = []
-    for layer in layers:
-        if chains and layer.continues(chains[-1][-1], producers):
-            chains[-1].append(layer)
+    opsets = list(model.opset_import)
+    found, others = [], []
+    _find(model.graph, _Scope(model.graph, None, "", opsets), found, others)
+    if not found:
+        also = f" (it has {_listing(others)}, not ONNX's operators)" if others else ""
+        raise ValueError(f"{path} has no LSTM, GRU or RNN node, in its graph or any "
+                         f"subgraph{also}")
+    labels = [_label(node) for node, _ in found]
+    if name is not None and labels.count(name) != 1:
+        problem = "no" if name not in labels else "more than one"
+        raise ValueError(f"{path} has {problem} LSTM, GRU or RNN node named {name!r}; its "
+                         f"recurrent nodes are {_listing(found)}")
+    layers = []
+    for node, scope in found:
+        try:
+            layers.append(_Layer(node, scope))
+        except ValueError as error:
+            if name is None:
+                raise
+            layers.append(error)  # with name=, only the chosen node's chain must load
+    chains = []  # runs of indices into layers, each a stack of consecutive layers
+    for k, layer in enumerate(layers):
+        previous = layers[chains[-1][-1]] if chains else None
+        if isinstance(layer, _Layer) and isinstance(previous, _Layer) and \
+                layer.continues(previous):
+            chains[-1].append(k)
         else:
-            chains.append([layer])
+            chains.append([k])
+    if name is not None:
+        target = labels.index(name)
+        if isinstance(layers[target], ValueError):
+            raise layers[target]
+        chains = [next(chain for chain in chains if target in chain)]
     modules = []
     for chain in chains:
-        batch_first = chain[0].batch_first or _input_transposed(chain[0], producers,
-                                                                graph_inputs)
-        modules.append(_build(chain, batch_first))
+        first = layers[chain[0]]
+        modules.append(_build([layers[k] for k in chain],
+                              first.batch_first or _input_transposed(first)))
     return modules[0] if len(modules) == 1 else modules
