@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 from . import _ops
 
-__all__ = ["Mode", "MODES", "weight_names", "LayerWeights", "layer_weights"]
+__all__ = ["Mode", "MODES", "rnn_mode", "weight_names", "layer_suffix", "LayerWeights",
+           "layer_weights"]
 
 
 def weight_names(bias: bool, proj: bool) -> tuple[str, ...]:
@@ -30,6 +31,11 @@ def weight_names(bias: bool, proj: bool) -> tuple[str, ...]:
     torch's suffix ``_l{layer}`` (and ``_reverse``); cells use the bare names."""
     return ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ()) \
         + (("weight_hr",) if proj else ())
+
+
+def layer_suffix(layer: int, direction: int) -> str:
+    """torch's suffix of a layer-direction's weight names: ``_l1`` or ``_l1_reverse``."""
+    return f"_l{layer}" + ("_reverse" if direction == 1 else "")
 
 
 class LayerWeights(NamedTuple):

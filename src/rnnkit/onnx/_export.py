@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ._layout import GATES, TORCH_OF_ONNX, reorder, suffix
+from .._modes import layer_suffix
+from ._layout import GATES, TORCH_OF_ONNX, reorder
 
 _MIN_OPSET = 14
 
@@ -70,7 +71,7 @@ def _recurrent(g: _Graph, rnn, x: str, h_0, c_0, seq_lens, unbatched: bool):
         attrs["activations"] = ["Relu" if rnn.mode == "RNN_RELU" else "Tanh"] * D
     h_list, c_list = [], []
     for layer in range(rnn.num_layers):
-        names = [suffix(layer, d) for d in range(D)]
+        names = [layer_suffix(layer, d) for d in range(D)]
         W = np.stack([reorder(params[f"weight_ih{s}"], order) for s in names])  # (D, G, H_in)
         R = np.stack([reorder(params[f"weight_hh{s}"], order) for s in names])  # (D, G, H)
         inputs = [x, g.weight(f"W_l{layer}", W), g.weight(f"R_l{layer}", R)]

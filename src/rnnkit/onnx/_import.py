@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ._layout import GATES, ONNX_OF_TORCH, reorder, suffix
+from .._modes import layer_suffix
+from ._layout import GATES, ONNX_OF_TORCH, reorder
 
 # ops that pass one tensor through while changing only its layout, as exporters place
 # them between the layers of a stack
@@ -255,7 +256,7 @@ def _build(chain: list[_Layer], batch_first: bool):
     for k, layer in enumerate(chain):
         for d, weights in enumerate(layer.weights):
             for name, value in weights.items():
-                state[name + suffix(k, d)] = value
+                state[name + layer_suffix(k, d)] = value
     module.load_state_dict(state)
     return module
 

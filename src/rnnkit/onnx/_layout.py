@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+from .._modes import MODES
+
+GATES = {op: MODES[mode].gates for op, mode in (("LSTM", "LSTM"), ("GRU", "GRU"),
+                                                ("RNN", "RNN_TANH"))}  # by ONNX operator
 # ONNX block k is torch block TORCH_OF_ONNX[mode][k]
 TORCH_OF_ONNX = {"LSTM": [0, 3, 1, 2], "GRU": [1, 0, 2], "RNN": [0]}
 ONNX_OF_TORCH = {mode: list(np.argsort(order)) for mode, order in TORCH_OF_ONNX.items()}
@@ -20,6 +23,3 @@ def reorder(w: np.ndarray, order) -> np.ndarray:
     blocks = np.split(w, len(order), axis=0)
     return np.concatenate([blocks[k] for k in order], axis=0)
 
-
-def suffix(layer: int, direction: int) -> str:
-    return f"_l{layer}" + ("_reverse" if direction == 1 else "")

@@ -18,7 +18,7 @@ import numpy as np
 from autograd.tracer import getval
 
 from ..._autodiff import StackSpec, stacked_layers
-from ..._modes import MODES, rnn_mode, weight_names
+from ..._modes import MODES, layer_suffix, rnn_mode, weight_names
 from ..._random import default_generator
 from ..._validate import expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
@@ -45,11 +45,6 @@ def _layer_input_size(value) -> int:
     if size <= 0:
         raise ValueError(f"input_size must be greater than zero, got {size}")
     return size
-
-
-def _param_name(kind: str, layer: int, direction: int) -> str:
-    """torch's name of a layer-direction's weight: ``weight_ih_l1_reverse``."""
-    return f"{kind}_l{layer}" + ("_reverse" if direction == 1 else "")
 
 
 def _init(shape, hidden_size, dtype) -> Parameter:
@@ -112,7 +107,7 @@ class RNNBase(Module):
                       "weight_hr": (self.proj_size, self.hidden_size)}
             for direction in range(D):
                 for kind in weight_names(self.bias, bool(self.proj_size)):
-                    setattr(self, _param_name(kind, layer, direction),
+                    setattr(self, kind + layer_suffix(layer, direction),
                             _init(shapes[kind], self.hidden_size, self.dtype))
         self._flat_weights_names = self._flat_names()
 
@@ -179,7 +174,7 @@ class RNNBase(Module):
         return self._plain_flat
 
     def _flat_names(self) -> list[str]:
-        return [_param_name(kind, layer, direction)
+        return [kind + layer_suffix(layer, direction)
                 for layer in range(self.num_layers) for direction in range(self._directions)
                 for kind in weight_names(self.bias, bool(self.proj_size))]
 
