@@ -9,6 +9,8 @@ subprocess with ``NUMBA_DISABLE_JIT=1``, where the kernels run as Python.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -84,11 +86,11 @@ def _backward(impl, mode, args, saved, batch_sizes, reverse, d_out, dh_n, dc_n, 
 
 
 def check(mode, dtype, L, N, H_in, H, packed, reverse, bias=True, proj=0, nonlinearity="tanh"):
-    args, bs, d_out, dh_n, dc_n = _case(mode, dtype, L, N, H_in, H, packed, bias, proj)
+    args, batch_sizes, d_out, dh_n, dc_n = _case(mode, dtype, L, N, H_in, H, packed, bias, proj)
     inputs = {k: (None if v is None else v.copy()) for k, v in args.items()}
     for keep in (False, True):
-        ours = _run(_ops, mode, args, bs, reverse, keep, nonlinearity)
-        theirs = _run(_reference, mode, args, bs, reverse, keep, nonlinearity)
+        ours = _run(_ops, mode, args, batch_sizes, reverse, keep, nonlinearity)
+        theirs = _run(_reference, mode, args, batch_sizes, reverse, keep, nonlinearity)
         for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
             _close(o, t, dtype, f"{mode} forward keep={keep} result {i}")
         if keep:
@@ -98,9 +100,10 @@ def check(mode, dtype, L, N, H_in, H, packed, reverse, bias=True, proj=0, nonlin
         else:
             assert ours[-1] is None
     dh_n = dh_n[:, : ours[1].shape[1]]
-    g_ours = _backward(_ops, mode, args, ours[-1], bs, reverse, d_out, dh_n, dc_n, nonlinearity)
-    g_theirs = _backward(_reference, mode, args, theirs[-1], bs, reverse, d_out, dh_n, dc_n,
-                         nonlinearity)
+    g_ours = _backward(_ops, mode, args, ours[-1], batch_sizes, reverse, d_out, dh_n, dc_n,
+                       nonlinearity)
+    g_theirs = _backward(_reference, mode, args, theirs[-1], batch_sizes, reverse, d_out, dh_n,
+                         dc_n, nonlinearity)
     for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
         _close(o, t, dtype, f"{mode} backward result {i}")
     for k, v in inputs.items():  # nothing the caller passed is written
@@ -137,10 +140,10 @@ def test_no_bias_and_one_row(mode):
 def test_gate_math_extremes():
     # saturating pre-activations: no overflow, no NaN, σ and tanh at their limits
     for dtype in (np.float32, np.float64):
-        args, bs, _, _, _ = _case("LSTM", dtype, 4, 3, 2, 5, False, True)
+        args, batch_sizes, _, _, _ = _case("LSTM", dtype, 4, 3, 2, 5, False, True)
         args["x"] = (args["x"] * 1e4).astype(dtype)
-        ours = _run(_ops, "LSTM", args, bs, False, True)
-        theirs = _run(_reference, "LSTM", args, bs, False, True)
+        ours = _run(_ops, "LSTM", args, batch_sizes, False, True)
+        theirs = _run(_reference, "LSTM", args, batch_sizes, False, True)
         for o, t in zip(ours[:3], theirs[:3], strict=True):
             _close(o, t, dtype, "saturated")
 
@@ -180,8 +183,36 @@ def test_inference_in_chunks_of_steps(mode, steps, monkeypatch):
     monkeypatch.setattr(_ops, "_CHUNK_BYTES", steps * N * G * 8)  # float64: `steps` a chunk
     assert _ops._chunks(np.empty((150, N, 2)), G, False)[0] == (0, steps)
     for packed, reverse in [(False, False), (True, True)]:
-        args, bs, _, _, _ = _case(mode, np.float64, 150, N, 2, H, packed, True)
-        ours = _run(_ops, mode, args, bs, reverse, False)
-        theirs = _run(_reference, mode, args, bs, reverse, False)
+        args, batch_sizes, _, _, _ = _case(mode, np.float64, 150, N, 2, H, packed, True)
+        ours = _run(_ops, mode, args, batch_sizes, reverse, False)
+        theirs = _run(_reference, mode, args, batch_sizes, reverse, False)
         for o, t in zip(ours[:-1], theirs[:-1], strict=True):
             _close(o, t, np.float64, f"{mode} chunked")
+
+
+def _buffer_table(doc):
+    """{name: (shape, order)} from the table of a kernel module's docstring."""
+    lines = doc.split("\n    name         shape           order        meaning\n")[1]
+    table = {}
+    for line in lines.split("\n\n")[0].split("\n"):
+        if line.startswith(" " * 5):  # a meaning that runs on
+            continue
+        names, shape, order = line[4:17].strip(), line[17:33].strip(), line[33:46].strip()
+        for name in names.split(", "):
+            table[name] = (shape, order)
+    return table
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn"])
+def test_each_kernel_argument_is_in_its_module_buffer_table(mode):
+    # the table names every buffer once, with the order of its steps; the kernels read
+    # their input projection in processing order (last step first when reversed), alike
+    module = importlib.import_module(f"rnnkit._kernels.{mode}")
+    table = _buffer_table(module.__doc__)
+    assert {order for _, order in table.values()} <= {"time", "processing", "-"}
+    assert table["xw"][1] == table["hs"][1] == "processing"
+    assert table["output"][1] == table["d_output"][1] == table["batch_sizes"][1] == "time"
+    for kernel in (f"{mode}_forward", f"{mode}_backward"):
+        fn = getattr(module, kernel)
+        params = inspect.signature(getattr(fn, "py_func", fn)).parameters
+        assert set(params) - {"reverse", "relu"} <= set(table), kernel

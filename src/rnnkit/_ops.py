@@ -46,6 +46,7 @@ def _empty(ndim, dtype):
 
 
 def _batch_sizes(batch_sizes, L, N):
+    """Rows active at each time step, as the kernels take them: int64, contiguous."""
     if batch_sizes is None:
         return _every_row(L, N)
     return np.ascontiguousarray(batch_sizes, dtype=np.int64)
@@ -119,24 +120,24 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     P = w_hh.shape[1]
     proj = w_hr is not None
     w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    r = np.empty((N, H), dt) if proj else _empty(2, dt)
-    bs = _batch_sizes(batch_sizes, L, N)
+    h_unproj = np.empty((N, H), dt) if proj else _empty(2, dt)  # o ⊙ tanh c', before W_hr
+    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, P), dt)
-    z = np.empty((N, G), dt)  # h W_hh^T of a step
+    hw = np.empty((N, G), dt)  # h W_hh^T of a step
     if not keep:  # two state slots taking turns: memory flat in L
         hs, cs = np.empty((2, N, P), dt), np.empty((2, N, H), dt)
         hs[0], cs[0] = h_0, c_0
         for t0, t1 in _chunks(x, G, reverse):
-            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, w_hr_k, bs[t0:t1],
-                               reverse, hs, cs, z, output[t0:t1], r)
+            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, w_hr_k,
+                               batch_sizes[t0:t1], reverse, hs, cs, hw, output[t0:t1], h_unproj)
             _hand_over(t0, t1, hs, cs)
         return output, hs[0].copy(), cs[0].copy(), None
     gates = _project(x, w_ih, b, reverse)  # (L, N, G), one GEMM; the kernel turns it into
     hs = np.empty((L + 1, N, P), dt)       # the gates in place
     cs = np.empty((L + 1, N, H), dt)
     hs[0], cs[0] = h_0, c_0
-    _lstm.lstm_forward(gates, w_hh, w_hr_k, bs, reverse, hs, cs, z, output, r)
+    _lstm.lstm_forward(gates, w_hh, w_hr_k, batch_sizes, reverse, hs, cs, hw, output, h_unproj)
     return output, hs[L].copy(), cs[L].copy(), {"h": hs, "c": cs, "gates": gates}
 
 
@@ -154,18 +155,18 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
     w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
     dh, dc = _state(dh_n, dt), _state(dc_n, dt)
     d_output = np.ascontiguousarray(d_output, dtype=dt)
-    bs = _batch_sizes(batch_sizes, L, N)
+    batch_sizes = _batch_sizes(batch_sizes, L, N)
     dz = np.empty((L, N, G), dt)  # dL/d(pre-activations), processing order
     dh_steps = np.empty((L, N, P), dt) if proj else _empty(3, dt)
-    dr = np.empty((N, H), dt) if proj else _empty(2, dt)
-    tc = np.empty((N, H), dt)
-    _lstm.lstm_backward(w_hh, w_hr_k, bs, bool(reverse), cs, gates, d_output, dh, dc, dz,
-                        dh_steps, dr, tc)
+    dh_unproj = np.empty((N, H), dt) if proj else _empty(2, dt)
+    tanh_c = np.empty((N, H), dt)
+    _lstm.lstm_backward(w_hh, w_hr_k, batch_sizes, bool(reverse), cs, gates, d_output, dh, dc,
+                        dz, dh_steps, dh_unproj, tanh_c)
     dw_hh = _matmul(dz.reshape(-1, G).T, hs[:L].reshape(-1, P))  # one GEMM over all steps
     dw_hr = None
     if proj:
-        r = gates[:, :, 3 * H:] * np.tanh(cs[1:])  # o ⊙ tanh c', the unprojected h'
-        dw_hr = _matmul(dh_steps.reshape(-1, P).T, r.reshape(-1, H))
+        h_unproj = gates[:, :, 3 * H:] * np.tanh(cs[1:])  # o ⊙ tanh c', before W_hr
+        dw_hr = _matmul(dh_steps.reshape(-1, P).T, h_unproj.reshape(-1, H))
     dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse)
     return dx, dh, dc, dw_ih, dw_hh, db, dw_hr
 
@@ -181,30 +182,30 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     H = G // 3
     w_hh = np.ascontiguousarray(w_hh)
     b_hh_k = np.zeros(G, dt) if b_hh is None else np.ascontiguousarray(b_hh)
-    bs = _batch_sizes(batch_sizes, L, N)
+    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, H), dt)
-    z = np.empty((N, G), dt)  # h W_hh^T of a step
+    hw = np.empty((N, G), dt)  # h W_hh^T of a step
     if not keep:  # two state slots taking turns: memory flat in L
         hs = np.empty((2, N, H), dt)
         hs[0] = h_0
-        hn = np.empty((1, N, H), dt)
+        w_hn_h = np.empty((1, N, H), dt)  # W_hn h + b_hn of a step
         for t0, t1 in _chunks(x, G, reverse):
-            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), w_hh, b_hh_k, bs[t0:t1],
-                             reverse, hs, z, hn, output[t0:t1])
+            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), w_hh, b_hh_k,
+                             batch_sizes[t0:t1], reverse, hs, hw, w_hn_h, output[t0:t1])
             _hand_over(t0, t1, hs)
         return output, hs[0].copy(), None
     gates = _project(x, w_ih, b_ih, reverse)  # (L, N, 3H), one GEMM; the kernel turns it
     hs = np.empty((L + 1, N, H), dt)          # into the gates in place
-    hn = np.empty((L, N, H), dt)
+    w_hn_h = np.empty((L, N, H), dt)  # W_hn h + b_hn of every step, what r scales
     hs[0] = h_0
-    _gru.gru_forward(gates, w_hh, b_hh_k, bs, reverse, hs, z, hn, output)
-    return output, hs[L].copy(), {"h": hs, "gates": gates, "hn": hn}
+    _gru.gru_forward(gates, w_hh, b_hh_k, batch_sizes, reverse, hs, hw, w_hn_h, output)
+    return output, hs[L].copy(), {"h": hs, "gates": gates, "w_hn_h": w_hn_h}
 
 
 def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse=False):
     """Compiled ``_reference.gru_backward``: same arguments, same results."""
-    hs, gates, hn = saved["h"], saved["gates"], saved["hn"]
+    hs, gates, w_hn_h = saved["h"], saved["gates"], saved["w_hn_h"]
     L, N, _ = x.shape
     dt = x.dtype
     G = gates.shape[2]
@@ -212,10 +213,12 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
     w_hh = np.ascontiguousarray(w_hh)
     dh = _state(dh_n, dt)
     d_output = np.ascontiguousarray(d_output, dtype=dt)
-    bs = _batch_sizes(batch_sizes, L, N)
+    batch_sizes = _batch_sizes(batch_sizes, L, N)
     dxw = np.empty((L, N, G), dt)  # d(x W_ih^T + b_ih), processing order
-    dhw, dhs = np.empty((N, G), dt), np.empty((N, H), dt)
-    _gru.gru_backward(w_hh, bs, bool(reverse), hs, gates, hn, d_output, dh, dxw, dhw, dhs)
+    dhw_step = np.empty((N, G), dt)  # d(h W_hh^T + b_hh) of a step
+    dh_new = np.empty((N, H), dt)  # dL/dh' of a step
+    _gru.gru_backward(w_hh, batch_sizes, bool(reverse), hs, gates, w_hn_h, d_output, dh, dxw,
+                      dhw_step, dh_new)
     dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse)
     # d(h W_hh^T + b_hh) is d(x W_ih^T + b_ih) but for its n rows, r ⊙ that: derived in
     # place once dxw has served, so no second (L, N, 3H) stack is ever allocated
@@ -235,22 +238,22 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     dt = x.dtype
     H = w_ih.shape[0]
     w_hh = np.ascontiguousarray(w_hh)
-    bs = _batch_sizes(batch_sizes, L, N)
+    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse, relu = bool(reverse), nonlinearity == "relu"
     output = np.empty((L, N, H), dt)
-    a = np.empty((N, H), dt)
+    hw = np.empty((N, H), dt)  # h W_hh^T of a step
     if not keep:  # two state slots taking turns: memory flat in L
         hs = np.empty((2, N, H), dt)
         hs[0] = h_0
         for t0, t1 in _chunks(x, H, reverse):
-            _rnn.rnn_forward(_project(x[t0:t1], w_ih, b), w_hh, bs[t0:t1], reverse, relu, hs,
-                             output[t0:t1], a)
+            _rnn.rnn_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, batch_sizes[t0:t1],
+                             reverse, relu, hs, hw, output[t0:t1])
             _hand_over(t0, t1, hs)
         return output, hs[0].copy(), None
-    xw = _project(x, w_ih, b)  # (L, N, H): every step in one GEMM
+    xw = _project(x, w_ih, b, reverse)  # (L, N, H): every step in one GEMM
     hs = np.empty((L + 1, N, H), dt)
     hs[0] = h_0
-    _rnn.rnn_forward(xw, w_hh, bs, reverse, relu, hs, output, a)
+    _rnn.rnn_forward(xw, w_hh, batch_sizes, reverse, relu, hs, hw, output)
     return output, hs[L].copy(), {"h": hs}
 
 
@@ -264,9 +267,10 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
     w_hh = np.ascontiguousarray(w_hh)
     dh = _state(dh_n, dt)
     d_output = np.ascontiguousarray(d_output, dtype=dt)
-    bs = _batch_sizes(batch_sizes, L, N)
+    batch_sizes = _batch_sizes(batch_sizes, L, N)
     da = np.empty((L, N, H), dt)
-    _rnn.rnn_backward(w_hh, bs, bool(reverse), nonlinearity == "relu", hs, d_output, dh, da)
+    _rnn.rnn_backward(w_hh, batch_sizes, bool(reverse), nonlinearity == "relu", hs, d_output,
+                      dh, da)
     dw_hh = _matmul(da.reshape(-1, H).T, hs[:L].reshape(-1, H))
     dx, dw_ih, db = _input_grads(da, x, w_ih, reverse)
     return dx, dh, dw_ih, dw_hh, db

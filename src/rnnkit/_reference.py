@@ -171,8 +171,8 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
     dw_hh = dz.reshape(-1, G).T @ hs[:L].reshape(-1, P)  # one GEMM over all steps
     dw_hr = None
     if w_hr is not None:
-        r = gates[:, :, 3 * H :] * np.tanh(cs[1:])  # o ⊙ tanh c', the unprojected h'
-        dw_hr = dh_steps.reshape(-1, P).T @ r.reshape(-1, H)
+        h_unproj = gates[:, :, 3 * H :] * np.tanh(cs[1:])  # o ⊙ tanh c', before W_hr
+        dw_hr = dh_steps.reshape(-1, P).T @ h_unproj.reshape(-1, H)
     dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse)
     return dx, dh, dc, dw_ih, dw_hh, db, dw_hr
 
@@ -188,7 +188,8 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     w_hh     (3H, H)
     b_ih     (3H,) or None;  b_hh (3H,) or None: kept apart, b_hn sits inside r ⊙ (...)
     Returns ``output (L, N, H), h_n (N, H), saved`` where ``saved`` is None unless
-    ``keep``: ``{"h": (L+1, N, H), "gates": (L, N, 3H) r, z, n, "hn": (L, N, H) W_hn h + b_hn}``.
+    ``keep``: ``{"h": (L+1, N, H), "gates": (L, N, 3H) r, z, n,
+    "w_hn_h": (L, N, H) W_hn h + b_hn}``.
     """
     L, N, _ = x.shape
     H = w_hh.shape[0] // 3
@@ -198,7 +199,7 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     if keep:
         hs = np.zeros((L + 1, N, H), dtype=x.dtype)
         gates = np.zeros((L, N, 3 * H), dtype=x.dtype)
-        hn = np.zeros((L, N, H), dtype=x.dtype)
+        w_hn_h = np.zeros((L, N, H), dtype=x.dtype)
     for s in range(L):
         t = _time(s, L, reverse)
         n = _active(batch_sizes, t, N)
@@ -215,17 +216,17 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
         h[:n], output[t, :n] = h_new, h_new
         if keep:
             gates[s, :n] = np.concatenate([r, z, n_gate], axis=1)
-            hn[s, :n] = hw[:, 2 * H :]
+            w_hn_h[s, :n] = hw[:, 2 * H :]
     saved = None
     if keep:
         hs[L] = h
-        saved = {"h": hs, "gates": gates, "hn": hn}
+        saved = {"h": hs, "gates": gates, "w_hn_h": w_hn_h}
     return output, h, saved
 
 
 def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse=False):
     """The fused BPTT of ``gru_forward``. Returns ``dx, dh_0, dw_ih, dw_hh, db_ih, db_hh``."""
-    hs, gates, hn = saved["h"], saved["gates"], saved["hn"]
+    hs, gates, w_hn_h = saved["h"], saved["gates"], saved["w_hn_h"]
     L, N, _ = x.shape
     H = w_hh.shape[0] // 3
     dh = dh_n.copy()
@@ -239,7 +240,7 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
         h_prev = hs[s, :n]
         da_n = dh_s * (1 - z) * (1 - n_gate * n_gate)  # h' = (1-z) n + z h; tanh' = 1 - n²
         da_z = dh_s * (h_prev - n_gate) * z * (1 - z)
-        da_r = da_n * hn[s, :n] * r * (1 - r)  # n = tanh(... + r ⊙ hn)
+        da_r = da_n * w_hn_h[s, :n] * r * (1 - r)  # n = tanh(... + r ⊙ (W_hn h + b_hn))
         dxw[s, :n, :H], dxw[s, :n, H : 2 * H], dxw[s, :n, 2 * H :] = da_r, da_z, da_n
         dhw[s, :n, :H], dhw[s, :n, H : 2 * H], dhw[s, :n, 2 * H :] = da_r, da_z, da_n * r
         dh[:n] = dh_s * z + dhw[s, :n] @ w_hh

@@ -6,6 +6,25 @@ https://pytorch.org/docs/stable/generated/torch.nn.GRU.html::
     n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))
     h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
 
+Buffers (G = 3H). Order is what the first index of an L-long buffer counts: "time"
+t, as ``x`` and ``output``; "processing" s, the place in the walk, t = s, or
+t = L-1-s when ``reverse`` (the last step first)::
+
+    name         shape           order        meaning
+    xw, gates    (L, N, G)       processing   x W_ih^T + b_ih, which the forward turns into
+                                              the gates r, z, n in place
+    w_hh, b_hh   (G, H), (G,)    -            b_hh zeros without bias
+    batch_sizes  (L,) int64      time         rows active at time t
+    hs           (S, N, H)       processing   h entering step s: S = L + 1, or 2 slots
+    output       (L, N, H)       time         h' of every step
+    hw           (N, G)          -            h W_hh^T of the step (b_hh not added)
+    w_hn_h       (K, N, H)       processing   W_hn h + b_hn, what r scales: K = L, or 1 slot
+    d_output     (L, N, H)       time         dL/d output
+    dh           (N, H)          -            dL/dh carried from step to step
+    dh_new       (N, H)          -            dL/dh' of the step: dh + d_output
+    dxw          (L, N, G)       processing   dL/d xw
+    dhw_step     (N, G)          -            dL/d(hw + b_hh) of the step
+
 The slow twins are ``rnnkit._reference.gru_forward`` / ``gru_backward``; the
 wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 """
@@ -60,35 +79,35 @@ def _fma(typingctx, a, b, c):
 
 @njit(error_model="numpy")
 def _exp64(x):
-    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r);
+    # Cephes exp: e^x = 2^k e^u, |u| <= ln2/2, e^u = 1 + 2 P(u²) u / (Q(u²) - P(u²) u);
     # k = round(x log2 e) by the magic-number add (see _pow2), kept as the float k
     x = min(max(x, -708.0), 709.0)  # selects, no branch: 2^k stays a normal number
     m = x * 1.4426950408889634 + 6755399441055744.0  # 1.5·2^52
     k = m - 6755399441055744.0
-    r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
-    rr = r * r
-    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+    u = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
+    uu = u * u
+    p = u * ((1.26177193074810590878e-4 * uu + 3.02994407707441961300e-2) * uu
              + 9.99999999999999999910e-1)
-    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-         + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    q = ((3.00198505138664455042e-6 * uu + 2.52448340349684104192e-3) * uu
+         + 2.27265548208155028766e-1) * uu + 2.00000000000000000009e0
     return (1.0 + 2.0 * (p / (q - p))) * _pow2(m)  # × 2^k
 
 
 @njit(error_model="numpy")
 def _exp32(x):
-    # Cephes expf: the same reduction, e^r by a degree-7 polynomial
+    # Cephes expf: the same reduction, e^u by a degree-7 polynomial
     x = min(max(x, np.float32(-87.0)), np.float32(88.0))
     magic = np.float32(12582912.0)  # 1.5·2^23
     m = x * np.float32(1.44269504088896341) + magic
     k = m - magic
-    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    u = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
     # Horner by fused multiply-adds: ~25% faster, same max error (0.67 ulp, measured)
-    p = _fma(np.float32(1.9875691500e-4), r, np.float32(1.3981999507e-3))
-    p = _fma(p, r, np.float32(8.3334519073e-3))
-    p = _fma(p, r, np.float32(4.1665795894e-2))
-    p = _fma(p, r, np.float32(1.6666665459e-1))
-    p = _fma(p, r, np.float32(5.0000001201e-1))
-    return (_fma(p, r * r, r) + np.float32(1.0)) * _pow2(m)
+    p = _fma(np.float32(1.9875691500e-4), u, np.float32(1.3981999507e-3))
+    p = _fma(p, u, np.float32(8.3334519073e-3))
+    p = _fma(p, u, np.float32(4.1665795894e-2))
+    p = _fma(p, u, np.float32(1.6666665459e-1))
+    p = _fma(p, u, np.float32(5.0000001201e-1))
+    return (_fma(p, u * u, u) + np.float32(1.0)) * _pow2(m)
 
 
 @njit(error_model="numpy")
@@ -107,12 +126,12 @@ def _tanh64(x):
     # |x| < 0.625: Cephes' rational x + x³ P(x²)/Q(x²) (no cancellation near 0);
     # otherwise 1 - 2 / (e^{2|x|} + 1), then the sign back
     a = abs(x)
-    z = a * a
-    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+    aa = a * a
+    p = (-9.64399179425052238628e-1 * aa - 9.92877231001918586564e1) * aa \
         - 1.61468768441708447952e3
-    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+    q = ((aa + 1.12811678491632931402e2) * aa + 2.23548839060100448583e3) * aa \
         + 4.84406305325125486048e3
-    small = a + a * z * (p / q)
+    small = a + a * aa * (p / q)
     large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
     t = small if a < 0.625 else large
     return t if x >= 0.0 else -t
@@ -122,12 +141,12 @@ def _tanh64(x):
 def _tanh32(x):
     one = np.float32(1.0)
     a = abs(x)
-    z = a * a
-    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
-    p = p * z - np.float32(5.37397155531e-2)
-    p = p * z + np.float32(1.33314422036e-1)
-    p = p * z - np.float32(3.33332819422e-1)
-    small = p * z * a + a
+    aa = a * a
+    p = np.float32(-5.70498872745e-3) * aa + np.float32(2.06390887954e-2)
+    p = p * aa - np.float32(5.37397155531e-2)
+    p = p * aa + np.float32(1.33314422036e-1)
+    p = p * aa - np.float32(3.33332819422e-1)
+    small = p * aa * a + a
     large = one - np.float32(2.0) / (_exp32(a + a) + one)
     t = small if a < np.float32(0.625) else large
     return t if x >= np.float32(0.0) else -t
@@ -156,7 +175,7 @@ overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
 
 # ---------------------------------------------------------------- kernels
-# At processing step s (time t = s, or L-1-s reversed) rows [0, bs[t]) are
+# At processing step s (time t = s, or L-1-s reversed) rows [0, batch_sizes[t]) are
 # active; the others keep their state and output zeros (packed input: rows sorted
 # by decreasing length).
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
@@ -171,15 +190,15 @@ def _copy(dst, src):
 
 
 @njit(**_OPTS)
-def _gru_gates(zm, gm, b_hh, hn, H):
-    """One row, in place in gm: x W_ih^T + b_ih on entry, r, z, n on exit; zm holds
-    h W_hh^T; hn = W_hn h + b_hn."""
+def _gru_gates(hwm, gm, b_hh, w_hn_hm, H):
+    """One row, in place in gm: x W_ih^T + b_ih on entry, r, z, n on exit; hwm holds
+    h W_hh^T; w_hn_hm gets W_hn h + b_hn."""
     for j in range(H):
-        hn[j] = zm[2 * H + j] + b_hh[2 * H + j]
+        w_hn_hm[j] = hwm[2 * H + j] + b_hh[2 * H + j]
     for k in range(2 * H):
-        gm[k] = _sigmoid(gm[k] + (zm[k] + b_hh[k]))
+        gm[k] = _sigmoid(gm[k] + (hwm[k] + b_hh[k]))
     for j in range(H):  # torch's GRU: r scales (W_hn h + b_hn)
-        gm[2 * H + j] = _tanh(gm[2 * H + j] + gm[j] * hn[j])
+        gm[2 * H + j] = _tanh(gm[2 * H + j] + gm[j] * w_hn_hm[j])
 
 
 @njit(**_OPTS)
@@ -192,90 +211,84 @@ def _gru_cell(gm, h_prev, h_new, H):
 
 
 @njit(**_OPTS)
-def gru_forward(xw, w_hh, b_hh, bs, reverse, hs, z, hn, output):
+def gru_forward(xw, w_hh, b_hh, batch_sizes, reverse, hs, hw, w_hn_h, output):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, G)    in/out    in: x W_ih^T + b_ih in processing order (one GEMM by the
-                                   caller; G = 3H). out: the gates r, z, n, zeros if
-                                   inactive, in place (the history the backward reads)
-    w_hh    (G, H)       read
-    b_hh    (G,)         read      zeros without bias
-    bs      (L,) int64   read      active rows per time step
-    hs      (S, N, H)    written   hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s]
-                                   enters step s (the history the backward reads).
-                                   Inference: S = 2, slots s % 2 and (s + 1) % 2 take
-                                   turns (no history); h_n ends in hs[L % 2]
-    z       (N, G)       scratch   h W_hh^T of the step
-    hn      (K, N, H)    written   W_hn h + b_hn, zeros if inactive; K = L (training:
-                                   every step) or 1 (inference: scratch)
-    output  (L, N, H)    written   time order; zeros where a row is inactive
+    read      w_hh, b_hh, batch_sizes
+    in/out    xw: the input projection (one GEMM by the caller) becomes the gates, in
+              place, zeros where a row is inactive (the history the backward reads)
+    written   hs: hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s] enters step
+              s (the backward's history). Inference: S = 2, slots s % 2 and
+              (s + 1) % 2 take turns (no history); h_n ends in hs[L % 2]
+              w_hn_h: zeros where a row is inactive. Training: K = L, every step;
+              inference: K = 1, scratch
+              output: zeros where a row is inactive
+    scratch   hw
     """
     L, N, G = xw.shape
     H = G // 3
-    S, K = hs.shape[0], hn.shape[0]
+    S, K = hs.shape[0], w_hn_h.shape[0]
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
+        n = min(batch_sizes[t], N)
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
-        g, hn_s = xw[s], hn[s % K]
+        gates_s, w_hn_h_s = xw[s], w_hn_h[s % K]
         if n > 0:
-            np.dot(h_in[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
+            np.dot(h_in[:n], w_hh.T, hw[:n])  # (n, G): the one GEMM of the step
             for m in range(n):
-                _gru_gates(z[m], g[m], b_hh, hn_s[m], H)
-                _gru_cell(g[m], h_in[m], h_out[m], H)
+                _gru_gates(hw[m], gates_s[m], b_hh, w_hn_h_s[m], H)
+                _gru_cell(gates_s[m], h_in[m], h_out[m], H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
             _copy(h_out[m], h_in[m])
-            g[m, :] = 0.0
-            hn_s[m, :] = 0.0
+            gates_s[m, :] = 0.0
+            w_hn_h_s[m, :] = 0.0
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
-def gru_backward(w_hh, bs, reverse, hs, gates, hn, d_output, dh, dxw, dhw, dhs):
+def gru_backward(w_hh, batch_sizes, reverse, hs, gates, w_hn_h, d_output, dh, dxw, dhw_step,
+                 dh_new):
     """The fused BPTT of ``gru_forward`` (training), from the last processing step down.
 
-    hs, gates, hn        read     the forward's histories
-    d_output (L, N, H)   read     dL/d output, time order
-    dh       (N, H)               dh_n on entry, dh_0 on exit
-    dxw      (L, N, G)   written  d(x W_ih^T + b_ih), processing order; zeros if inactive.
-                                  d(h W_hh^T + b_hh) equals it but for the n rows, which
-                                  are r ⊙ dxw_n: the caller derives it in place afterwards
-    dhw      (N, G)      scratch  d(h W_hh^T + b_hh) of the step, for dh
-    dhs      (N, H)      scratch  dL/dh' of the step
+    read      w_hh, batch_sizes; hs, gates, w_hn_h (the forward's histories); d_output
+    in/out    dh: dh_n on entry, dh_0 on exit
+    written   dxw: zeros where a row is inactive. dL/d(h W_hh^T + b_hh) equals it but
+              for the n rows, which are r ⊙ dxw_n: the caller derives it in place afterwards
+    scratch   dhw_step (for dh), dh_new
     """
     L, N, G = dxw.shape
     H = G // 3
     one = dxw.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
+        n = min(batch_sizes[t], N)
         for m in range(n, N):
             dxw[s, m, :] = 0.0
         if n == 0:
             continue
         for m in range(n):
-            gm, dx, dw, hp, hnm = gates[s, m], dxw[s, m], dhw[m], hs[s, m], hn[s, m]
-            dhm, dom, dhsm = dh[m], d_output[t, m], dhs[m]
+            gm, dxwm, dhwm, h_prev = gates[s, m], dxw[s, m], dhw_step[m], hs[s, m]
+            w_hn_hm, dhm, dom, dh_newm = w_hn_h[s, m], dh[m], d_output[t, m], dh_new[m]
             for j in range(H):
-                dhsm[j] = dhm[j] + dom[j]  # from the next step and from the output
+                dh_newm[j] = dhm[j] + dom[j]  # from the next step and from the output
             # one written array region per loop, so that each vectorizes
             for j in range(H):  # h' = (1-z) n + z h; n = tanh(a_n), tanh' = 1 - n²
-                z, ng = gm[H + j], gm[2 * H + j]
-                dx[2 * H + j] = dhsm[j] * (one - z) * (one - ng * ng)  # da_n
-            for j in range(H):  # a_n = ... + r ⊙ hn; σ' = σ(1 - σ)
+                z, n_gate = gm[H + j], gm[2 * H + j]
+                dxwm[2 * H + j] = dh_newm[j] * (one - z) * (one - n_gate * n_gate)  # da_n
+            for j in range(H):  # a_n = ... + r ⊙ (W_hn h + b_hn); σ' = σ(1 - σ)
                 r = gm[j]
-                dx[j] = dx[2 * H + j] * hnm[j] * r * (one - r)
+                dxwm[j] = dxwm[2 * H + j] * w_hn_hm[j] * r * (one - r)
             for j in range(H):
                 z = gm[H + j]
-                dx[H + j] = dhsm[j] * (hp[j] - gm[2 * H + j]) * z * (one - z)
+                dxwm[H + j] = dh_newm[j] * (h_prev[j] - gm[2 * H + j]) * z * (one - z)
             for k in range(2 * H):
-                dw[k] = dx[k]
+                dhwm[k] = dxwm[k]
             for j in range(H):
-                dw[2 * H + j] = dx[2 * H + j] * gm[j]  # r ⊙ (W_hn h + b_hn)
-        np.dot(dhw[:n], w_hh, dh[:n])  # (n, H)
+                dhwm[2 * H + j] = dxwm[2 * H + j] * gm[j]  # d(W_hn h + b_hn) = r ⊙ da_n
+        np.dot(dhw_step[:n], w_hh, dh[:n])  # (n, H)
         for m in range(n):
-            gm, dhm, dhsm = gates[s, m], dh[m], dhs[m]
+            gm, dhm, dh_newm = gates[s, m], dh[m], dh_new[m]
             for j in range(H):
-                dhm[j] = dhsm[j] * gm[H + j] + dhm[j]  # + z ⊙ dh' directly
+                dhm[j] = dh_newm[j] * gm[H + j] + dhm[j]  # + z ⊙ dh' directly

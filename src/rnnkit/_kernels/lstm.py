@@ -6,6 +6,26 @@ https://pytorch.org/docs/stable/generated/torch.nn.LSTM.html::
     g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)  h_t = W_hr h_t   (proj_size > 0)
     o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
 
+Buffers (G = 4H; P = proj_size, or H). Order is what the first index of an L-long
+buffer counts: "time" t, as ``x`` and ``output``; "processing" s, the place in the
+walk, t = s, or t = L-1-s when ``reverse`` (the last step first)::
+
+    name         shape           order        meaning
+    xw, gates    (L, N, G)       processing   x W_ih^T + b_ih + b_hh, which the forward
+                                              turns into the gates i, f, g, o in place
+    w_hh, w_hr   (G, P), (P, H)  -            w_hr (0, 0) without projection
+    batch_sizes  (L,) int64      time         rows active at time t
+    hs, cs       (S, N, P|H)     processing   h, c entering step s: S = L + 1, or 2 slots
+    output       (L, N, P)       time         h' of every step
+    hw           (N, G)          -            h W_hh^T of the step
+    h_unproj     (N, H)          -            o ⊙ tanh(c'), h' before W_hr; (0, 0) without
+    tanh_c       (N, H)          -            tanh(c') of the step
+    d_output     (L, N, P)       time         dL/d output
+    dh, dc       (N, P), (N, H)  -            dL/dh, dL/dc carried from step to step
+    dz           (L, N, G)       processing   dL/d(xw + hw), the pre-activations
+    dh_steps     (L, N, P)       processing   dL/dh' of every step; (0, 0, 0) without W_hr
+    dh_unproj    (N, H)          -            dL/d h_unproj; (0, 0) without projection
+
 The slow twins are ``rnnkit._reference.lstm_forward`` / ``lstm_backward``; the
 wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 """
@@ -60,35 +80,35 @@ def _fma(typingctx, a, b, c):
 
 @njit(error_model="numpy")
 def _exp64(x):
-    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r);
+    # Cephes exp: e^x = 2^k e^u, |u| <= ln2/2, e^u = 1 + 2 P(u²) u / (Q(u²) - P(u²) u);
     # k = round(x log2 e) by the magic-number add (see _pow2), kept as the float k
     x = min(max(x, -708.0), 709.0)  # selects, no branch: 2^k stays a normal number
     m = x * 1.4426950408889634 + 6755399441055744.0  # 1.5·2^52
     k = m - 6755399441055744.0
-    r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
-    rr = r * r
-    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+    u = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
+    uu = u * u
+    p = u * ((1.26177193074810590878e-4 * uu + 3.02994407707441961300e-2) * uu
              + 9.99999999999999999910e-1)
-    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-         + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    q = ((3.00198505138664455042e-6 * uu + 2.52448340349684104192e-3) * uu
+         + 2.27265548208155028766e-1) * uu + 2.00000000000000000009e0
     return (1.0 + 2.0 * (p / (q - p))) * _pow2(m)  # × 2^k
 
 
 @njit(error_model="numpy")
 def _exp32(x):
-    # Cephes expf: the same reduction, e^r by a degree-7 polynomial
+    # Cephes expf: the same reduction, e^u by a degree-7 polynomial
     x = min(max(x, np.float32(-87.0)), np.float32(88.0))
     magic = np.float32(12582912.0)  # 1.5·2^23
     m = x * np.float32(1.44269504088896341) + magic
     k = m - magic
-    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    u = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
     # Horner by fused multiply-adds: ~25% faster, same max error (0.67 ulp, measured)
-    p = _fma(np.float32(1.9875691500e-4), r, np.float32(1.3981999507e-3))
-    p = _fma(p, r, np.float32(8.3334519073e-3))
-    p = _fma(p, r, np.float32(4.1665795894e-2))
-    p = _fma(p, r, np.float32(1.6666665459e-1))
-    p = _fma(p, r, np.float32(5.0000001201e-1))
-    return (_fma(p, r * r, r) + np.float32(1.0)) * _pow2(m)
+    p = _fma(np.float32(1.9875691500e-4), u, np.float32(1.3981999507e-3))
+    p = _fma(p, u, np.float32(8.3334519073e-3))
+    p = _fma(p, u, np.float32(4.1665795894e-2))
+    p = _fma(p, u, np.float32(1.6666665459e-1))
+    p = _fma(p, u, np.float32(5.0000001201e-1))
+    return (_fma(p, u * u, u) + np.float32(1.0)) * _pow2(m)
 
 
 @njit(error_model="numpy")
@@ -107,12 +127,12 @@ def _tanh64(x):
     # |x| < 0.625: Cephes' rational x + x³ P(x²)/Q(x²) (no cancellation near 0);
     # otherwise 1 - 2 / (e^{2|x|} + 1), then the sign back
     a = abs(x)
-    z = a * a
-    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+    aa = a * a
+    p = (-9.64399179425052238628e-1 * aa - 9.92877231001918586564e1) * aa \
         - 1.61468768441708447952e3
-    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+    q = ((aa + 1.12811678491632931402e2) * aa + 2.23548839060100448583e3) * aa \
         + 4.84406305325125486048e3
-    small = a + a * z * (p / q)
+    small = a + a * aa * (p / q)
     large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
     t = small if a < 0.625 else large
     return t if x >= 0.0 else -t
@@ -122,12 +142,12 @@ def _tanh64(x):
 def _tanh32(x):
     one = np.float32(1.0)
     a = abs(x)
-    z = a * a
-    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
-    p = p * z - np.float32(5.37397155531e-2)
-    p = p * z + np.float32(1.33314422036e-1)
-    p = p * z - np.float32(3.33332819422e-1)
-    small = p * z * a + a
+    aa = a * a
+    p = np.float32(-5.70498872745e-3) * aa + np.float32(2.06390887954e-2)
+    p = p * aa - np.float32(5.37397155531e-2)
+    p = p * aa + np.float32(1.33314422036e-1)
+    p = p * aa - np.float32(3.33332819422e-1)
+    small = p * aa * a + a
     large = one - np.float32(2.0) / (_exp32(a + a) + one)
     t = small if a < np.float32(0.625) else large
     return t if x >= np.float32(0.0) else -t
@@ -156,7 +176,7 @@ overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
 
 # ---------------------------------------------------------------- kernels
-# At processing step s (time t = s, or L-1-s reversed) rows [0, bs[t]) are
+# At processing step s (time t = s, or L-1-s reversed) rows [0, batch_sizes[t]) are
 # active; the others keep their state and output zeros (packed input: rows sorted
 # by decreasing length).
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
@@ -171,20 +191,21 @@ def _copy(dst, src):
 
 
 @njit(**_OPTS)
-def _lstm_gates(z, g, n, H):
-    """g[m] = σ or tanh of (z[m] + g[m]), in place in g, rows [0, n): g holds the step's
-    input projection on entry, the gates i, f, g, o on exit (σ on i, f, o; tanh on g)."""
+def _lstm_gates(hw, gates_s, n, H):
+    """gates_s[m] = σ or tanh of (hw[m] + gates_s[m]), in place, rows [0, n): gates_s
+    holds the step's input projection on entry, the gates i, f, g, o on exit (σ on i,
+    f, o; tanh on g)."""
     for m in range(n):
-        zm, gm = z[m], g[m]
+        hwm, gm = hw[m], gates_s[m]
         # counted loops from 0 with offset indices: LLVM vectorizes these, not
         # `range(2 * H, 3 * H)` (measured: 4x slower gate math); gm is read and written
         # at the same index, so no alias check stands in the way
         for k in range(2 * H):
-            gm[k] = _sigmoid(zm[k] + gm[k])
+            gm[k] = _sigmoid(hwm[k] + gm[k])
         for k in range(H):
-            gm[2 * H + k] = _tanh(zm[2 * H + k] + gm[2 * H + k])
+            gm[2 * H + k] = _tanh(hwm[2 * H + k] + gm[2 * H + k])
         for k in range(H):
-            gm[3 * H + k] = _sigmoid(zm[3 * H + k] + gm[3 * H + k])
+            gm[3 * H + k] = _sigmoid(hwm[3 * H + k] + gm[3 * H + k])
 
 
 @njit(**_OPTS)
@@ -197,24 +218,18 @@ def _lstm_cell(gm, c_prev, c_new, h_new, H):
 
 
 @njit(**_OPTS)
-def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, z, output, r):
+def lstm_forward(xw, w_hh, w_hr, batch_sizes, reverse, hs, cs, hw, output, h_unproj):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, G)    in/out    in: x W_ih^T + b_ih + b_hh in processing order (one GEMM
-                                   by the caller; G = 4H). out: the gates i, f, g, o after
-                                   their nonlinearity, zeros if inactive, in place: the
-                                   history the backward reads needs no second buffer
-    w_hh    (G, P)       read      P = proj_size, or H
-    w_hr    (P, H)       read      projection; (0, 0) without
-    bs      (L,) int64   read      active rows per time step
-    hs      (S, N, P)    written   hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s]
-                                   enters step s (the history the backward reads).
-                                   Inference: S = 2, slots s % 2 and (s + 1) % 2 take
-                                   turns (no history); h_n ends in hs[L % 2]
-    cs      (S, N, H)    written   likewise for c
-    z       (N, G)       scratch   h W_hh^T of the step
-    output  (L, N, P)    written   time order; zeros where a row is inactive
-    r       (N, H)       scratch   o ⊙ tanh(c') before the projection; (0, 0) without
+    read      w_hh, w_hr, batch_sizes
+    in/out    xw: the input projection (one GEMM by the caller) becomes the gates, in
+              place, zeros where a row is inactive: the history the backward reads
+              needs no second buffer
+    written   hs, cs: hs[0], cs[0] hold h_0, c_0 on entry. Training: S = L + 1 and
+              hs[s] enters step s (the backward's history). Inference: S = 2, slots
+              s % 2 and (s + 1) % 2 take turns (no history); h_n ends in hs[L % 2]
+              output: zeros where a row is inactive
+    scratch   hw, h_unproj
     """
     L, N, G = xw.shape
     H = G // 4
@@ -222,39 +237,35 @@ def lstm_forward(xw, w_hh, w_hr, bs, reverse, hs, cs, z, output, r):
     proj = w_hr.shape[0] > 0
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
+        n = min(batch_sizes[t], N)
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
         c_in, c_out = cs[s % S], cs[(s + 1) % S]
-        g = xw[s]
+        gates_s = xw[s]
         if n > 0:
-            np.dot(h_in[:n], w_hh.T, z[:n])  # (n, G): the one GEMM of the step
-            _lstm_gates(z, g, n, H)
+            np.dot(h_in[:n], w_hh.T, hw[:n])  # (n, G): the one GEMM of the step
+            _lstm_gates(hw, gates_s, n, H)
             for m in range(n):
-                _lstm_cell(g[m], c_in[m], c_out[m], r[m] if proj else h_out[m], H)
+                _lstm_cell(gates_s[m], c_in[m], c_out[m], h_unproj[m] if proj else h_out[m], H)
             if proj:
-                np.dot(r[:n], w_hr.T, h_out[:n])  # h' = W_hr (o ⊙ tanh c')
+                np.dot(h_unproj[:n], w_hr.T, h_out[:n])  # h' = W_hr (o ⊙ tanh c')
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
             _copy(h_out[m], h_in[m])
             _copy(c_out[m], c_in[m])
-            g[m, :] = 0.0
+            gates_s[m, :] = 0.0
             output[t, m, :] = 0.0
 
 
 @njit(**_OPTS)
-def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
-                  dh_steps, dr, tc):
+def lstm_backward(w_hh, w_hr, batch_sizes, reverse, cs, gates, d_output, dh, dc, dz,
+                  dh_steps, dh_unproj, tanh_c):
     """The fused BPTT of ``lstm_forward`` (training), from the last processing step down.
 
-    w_hh, w_hr, bs       read     as the forward
-    cs, gates            read     the forward's histories
-    d_output (L, N, P)   read     dL/d output, time order
-    dh, dc   (N, P), (N, H)       dh_n, dc_n on entry; dh_0, dc_0 on exit
-    dz       (L, N, G)   written  dL/d pre-activations, processing order; zeros if inactive
-    dh_steps (L, N, P)   written  dL/dh' of every step (for dW_hr); (0, 0, 0) without
-    dr       (N, H)      scratch  dL/d(o ⊙ tanh c'); (0, 0) without projection
-    tc       (N, H)      scratch  tanh(c'), a row per batch row
+    read      w_hh, w_hr, batch_sizes; cs, gates (the forward's histories); d_output
+    in/out    dh, dc: dh_n, dc_n on entry; dh_0, dc_0 on exit
+    written   dz: zeros where a row is inactive; dh_steps (for dW_hr)
+    scratch   dh_unproj, tanh_c
     """
     L, N, G = dz.shape
     H = G // 4
@@ -262,7 +273,7 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
     one = dz.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
+        n = min(batch_sizes[t], N)
         for m in range(n, N):
             dz[s, m, :] = 0.0
             if proj:
@@ -276,15 +287,15 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
         if proj:
             for m in range(n):
                 _copy(dh_steps[s, m], dh[m])
-            np.dot(dh[:n], w_hr, dr[:n])  # back through h' = W_hr (o ⊙ tanh c')
-        dhs = dr if proj else dh
+            np.dot(dh[:n], w_hr, dh_unproj[:n])  # back through h' = W_hr (o ⊙ tanh c')
         for m in range(n):
-            gm, dzm, dcm, dhm, tcm = gates[s, m], dz[s, m], dc[m], dhs[m], tc[m]
+            gm, dzm, dcm, tanh_cm = gates[s, m], dz[s, m], dc[m], tanh_c[m]
+            dhm = dh_unproj[m] if proj else dh[m]  # dL/d(o ⊙ tanh c')
             c_new, c_old = cs[s + 1, m], cs[s, m]
             for j in range(H):
-                tcm[j] = _tanh(c_new[j])
+                tanh_cm[j] = _tanh(c_new[j])
             for j in range(H):  # dc' = dc + dh ⊙ o ⊙ tanh'(c'),  tanh' = 1 - tanh²
-                dcm[j] = dcm[j] + dhm[j] * gm[3 * H + j] * (one - tcm[j] * tcm[j])
+                dcm[j] = dcm[j] + dhm[j] * gm[3 * H + j] * (one - tanh_cm[j] * tanh_cm[j])
             # σ' = σ(1 - σ), tanh' = 1 - tanh²; one written array per loop (vectorizes)
             for j in range(H):  # di = dc' ⊙ g
                 i = gm[j]
@@ -297,7 +308,7 @@ def lstm_backward(w_hh, w_hr, bs, reverse, cs, gates, d_output, dh, dc, dz,
                 dzm[2 * H + j] = dcm[j] * gm[j] * (one - g * g)
             for j in range(H):  # do = dh ⊙ tanh c'
                 o = gm[3 * H + j]
-                dzm[3 * H + j] = dhm[j] * tcm[j] * o * (one - o)
+                dzm[3 * H + j] = dhm[j] * tanh_cm[j] * o * (one - o)
             for j in range(H):
                 dcm[j] = dcm[j] * gm[H + j]  # c' = f ⊙ c + i ⊙ g
         np.dot(dz[s, :n], w_hh, dh[:n])  # (n, P)

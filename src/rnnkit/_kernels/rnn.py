@@ -3,6 +3,21 @@ https://pytorch.org/docs/stable/generated/torch.nn.RNN.html::
 
     h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)     (or relu)
 
+Buffers. Order is what the first index of an L-long buffer counts: "time" t, as
+``x`` and ``output``; "processing" s, the place in the walk, t = s, or t = L-1-s
+when ``reverse`` (the last step first)::
+
+    name         shape           order        meaning
+    xw           (L, N, H)       processing   x W_ih^T + b_ih + b_hh
+    w_hh         (H, H)          -
+    batch_sizes  (L,) int64      time         rows active at time t
+    hs           (S, N, H)       processing   h entering step s: S = L + 1, or 2 slots
+    output       (L, N, H)       time         h' of every step
+    hw           (N, H)          -            h W_hh^T of the step
+    d_output     (L, N, H)       time         dL/d output
+    dh           (N, H)          -            dL/dh carried from step to step
+    da           (L, N, H)       processing   dL/d(xw + hw), the pre-activation
+
 The slow twins are ``rnnkit._reference.rnn_forward`` / ``rnn_backward``; the
 wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 """
@@ -57,35 +72,35 @@ def _fma(typingctx, a, b, c):
 
 @njit(error_model="numpy")
 def _exp64(x):
-    # Cephes exp: e^x = 2^k e^r, |r| <= ln2/2, e^r = 1 + 2 P(r²) r / (Q(r²) - P(r²) r);
+    # Cephes exp: e^x = 2^k e^u, |u| <= ln2/2, e^u = 1 + 2 P(u²) u / (Q(u²) - P(u²) u);
     # k = round(x log2 e) by the magic-number add (see _pow2), kept as the float k
     x = min(max(x, -708.0), 709.0)  # selects, no branch: 2^k stays a normal number
     m = x * 1.4426950408889634 + 6755399441055744.0  # 1.5·2^52
     k = m - 6755399441055744.0
-    r = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
-    rr = r * r
-    p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+    u = x - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6  # ln2 split hi + lo
+    uu = u * u
+    p = u * ((1.26177193074810590878e-4 * uu + 3.02994407707441961300e-2) * uu
              + 9.99999999999999999910e-1)
-    q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
-         + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0
+    q = ((3.00198505138664455042e-6 * uu + 2.52448340349684104192e-3) * uu
+         + 2.27265548208155028766e-1) * uu + 2.00000000000000000009e0
     return (1.0 + 2.0 * (p / (q - p))) * _pow2(m)  # × 2^k
 
 
 @njit(error_model="numpy")
 def _exp32(x):
-    # Cephes expf: the same reduction, e^r by a degree-7 polynomial
+    # Cephes expf: the same reduction, e^u by a degree-7 polynomial
     x = min(max(x, np.float32(-87.0)), np.float32(88.0))
     magic = np.float32(12582912.0)  # 1.5·2^23
     m = x * np.float32(1.44269504088896341) + magic
     k = m - magic
-    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    u = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
     # Horner by fused multiply-adds: ~25% faster, same max error (0.67 ulp, measured)
-    p = _fma(np.float32(1.9875691500e-4), r, np.float32(1.3981999507e-3))
-    p = _fma(p, r, np.float32(8.3334519073e-3))
-    p = _fma(p, r, np.float32(4.1665795894e-2))
-    p = _fma(p, r, np.float32(1.6666665459e-1))
-    p = _fma(p, r, np.float32(5.0000001201e-1))
-    return (_fma(p, r * r, r) + np.float32(1.0)) * _pow2(m)
+    p = _fma(np.float32(1.9875691500e-4), u, np.float32(1.3981999507e-3))
+    p = _fma(p, u, np.float32(8.3334519073e-3))
+    p = _fma(p, u, np.float32(4.1665795894e-2))
+    p = _fma(p, u, np.float32(1.6666665459e-1))
+    p = _fma(p, u, np.float32(5.0000001201e-1))
+    return (_fma(p, u * u, u) + np.float32(1.0)) * _pow2(m)
 
 
 @njit(error_model="numpy")
@@ -104,12 +119,12 @@ def _tanh64(x):
     # |x| < 0.625: Cephes' rational x + x³ P(x²)/Q(x²) (no cancellation near 0);
     # otherwise 1 - 2 / (e^{2|x|} + 1), then the sign back
     a = abs(x)
-    z = a * a
-    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+    aa = a * a
+    p = (-9.64399179425052238628e-1 * aa - 9.92877231001918586564e1) * aa \
         - 1.61468768441708447952e3
-    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+    q = ((aa + 1.12811678491632931402e2) * aa + 2.23548839060100448583e3) * aa \
         + 4.84406305325125486048e3
-    small = a + a * z * (p / q)
+    small = a + a * aa * (p / q)
     large = 1.0 - 2.0 / (_exp64(a + a) + 1.0)
     t = small if a < 0.625 else large
     return t if x >= 0.0 else -t
@@ -119,12 +134,12 @@ def _tanh64(x):
 def _tanh32(x):
     one = np.float32(1.0)
     a = abs(x)
-    z = a * a
-    p = np.float32(-5.70498872745e-3) * z + np.float32(2.06390887954e-2)
-    p = p * z - np.float32(5.37397155531e-2)
-    p = p * z + np.float32(1.33314422036e-1)
-    p = p * z - np.float32(3.33332819422e-1)
-    small = p * z * a + a
+    aa = a * a
+    p = np.float32(-5.70498872745e-3) * aa + np.float32(2.06390887954e-2)
+    p = p * aa - np.float32(5.37397155531e-2)
+    p = p * aa + np.float32(1.33314422036e-1)
+    p = p * aa - np.float32(3.33332819422e-1)
+    small = p * aa * a + a
     large = one - np.float32(2.0) / (_exp32(a + a) + one)
     t = small if a < np.float32(0.625) else large
     return t if x >= np.float32(0.0) else -t
@@ -153,7 +168,7 @@ overload(_sigmoid, inline="always")(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_tanh, inline="always")(_by_dtype(_tanh32, _tanh64))
 
 # ---------------------------------------------------------------- kernels
-# At processing step s (time t = s, or L-1-s reversed) rows [0, bs[t]) are
+# At processing step s (time t = s, or L-1-s reversed) rows [0, batch_sizes[t]) are
 # active; the others keep their state and output zeros (packed input: rows sorted
 # by decreasing length).
 _OPTS = dict(cache=True, nogil=True, error_model="numpy")
@@ -168,43 +183,39 @@ def _copy(dst, src):
 
 
 @njit(**_OPTS)
-def _rnn_act(am, xm, h_new, relu, H):
+def _rnn_act(hwm, xwm, h_new, relu, H):
     """One row: h' = tanh(xw + h W_hh^T), or relu."""
     if relu:
-        zero = am.dtype.type(0)  # a typed zero: the literal 0.0 is float64 in numba
+        zero = hwm.dtype.type(0)  # a typed zero: the literal 0.0 is float64 in numba
         for j in range(H):
-            v = xm[j] + am[j]
+            v = xwm[j] + hwm[j]
             h_new[j] = v if v > zero else zero
     else:
         for j in range(H):
-            h_new[j] = _tanh(xm[j] + am[j])
+            h_new[j] = _tanh(xwm[j] + hwm[j])
 
 
 @njit(**_OPTS)
-def rnn_forward(xw, w_hh, bs, reverse, relu, hs, output, a):
+def rnn_forward(xw, w_hh, batch_sizes, reverse, relu, hs, hw, output):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    xw      (L, N, H)    read      x W_ih^T + b_ih + b_hh, one GEMM by the caller
-    w_hh    (H, H)       read
-    bs      (L,) int64   read      active rows per time step
-    relu    bool                   relu instead of tanh
-    hs      (S, N, H)    written   hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s]
-                                   enters step s (the history the backward reads).
-                                   Inference: S = 2, slots s % 2 and (s + 1) % 2 take
-                                   turns (no history); h_n ends in hs[L % 2]
-    output  (L, N, H)    written   zeros where a row is inactive
-    a       (N, H)       scratch   h W_hh^T of one step
+    read      xw (one GEMM by the caller), w_hh, batch_sizes; relu: relu instead of tanh
+    written   hs: hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s] enters step
+              s (the backward's history). Inference: S = 2, slots s % 2 and
+              (s + 1) % 2 take turns (no history); h_n ends in hs[L % 2]
+              output: zeros where a row is inactive
+    scratch   hw
     """
     L, N, H = xw.shape
     S = hs.shape[0]
     for s in range(L):
         t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
+        n = min(batch_sizes[t], N)
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
         if n > 0:
-            np.dot(h_in[:n], w_hh.T, a[:n])  # (n, H): the one GEMM of the step
+            np.dot(h_in[:n], w_hh.T, hw[:n])  # (n, H): the one GEMM of the step
             for m in range(n):
-                _rnn_act(a[m], xw[t, m], h_out[m], relu, H)
+                _rnn_act(hw[m], xw[s, m], h_out[m], relu, H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
@@ -213,29 +224,28 @@ def rnn_forward(xw, w_hh, bs, reverse, relu, hs, output, a):
 
 
 @njit(**_OPTS)
-def rnn_backward(w_hh, bs, reverse, relu, hs, d_output, dh, da):
+def rnn_backward(w_hh, batch_sizes, reverse, relu, hs, d_output, dh, da):
     """The fused BPTT of ``rnn_forward`` (training), from the last processing step down.
 
-    hs       (L+1, N, H)  read     the forward's history
-    d_output (L, N, H)    read     dL/d output, time order
-    dh       (N, H)                dh_n on entry, dh_0 on exit
-    da       (L, N, H)    written  dL/d pre-activation, processing order; zeros if inactive
+    read      w_hh, batch_sizes, relu; hs (the forward's history); d_output
+    in/out    dh: dh_n on entry, dh_0 on exit
+    written   da: zeros where a row is inactive
     """
     L, N, H = da.shape
     one, zero = da.dtype.type(1), da.dtype.type(0)  # typed: literals are int64/float64
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
-        n = min(bs[t], N)
+        n = min(batch_sizes[t], N)
         for m in range(n, N):
             da[s, m, :] = 0.0
         if n == 0:
             continue
         for m in range(n):
-            dam, dhm, dom, hn = da[s, m], dh[m], d_output[t, m], hs[s + 1, m]
+            dam, dhm, dom, h_new = da[s, m], dh[m], d_output[t, m], hs[s + 1, m]
             if relu:
                 for j in range(H):  # relu' = 1 where the output is positive
-                    dam[j] = (dhm[j] + dom[j]) if hn[j] > zero else zero
+                    dam[j] = (dhm[j] + dom[j]) if h_new[j] > zero else zero
             else:
                 for j in range(H):  # tanh' = 1 - tanh²
-                    dam[j] = (dhm[j] + dom[j]) * (one - hn[j] * hn[j])
+                    dam[j] = (dhm[j] + dom[j]) * (one - h_new[j] * h_new[j])
         np.dot(da[s, :n], w_hh, dh[:n])  # (n, H)
