@@ -121,8 +121,10 @@ class SequenceClassifier(nn.Module):
             features = h_n[-1]  # (N, H)
         return self.fc(self.dropout(features))  # (N, num_classes)
 
-    def predict_proba(self, series: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """Class probabilities ``(N, num_classes)`` of raw ``(L_i, C)`` series."""
+    def _logits(self, series: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Logits ``(N, num_classes)`` of raw ``(L_i, C)`` series, in eval mode and in
+        batches: the one inference loop, of ``predict_proba`` and of ``rnnkit train``'s
+        evaluation (which takes its float64 loss from these logits)."""
         from . import no_grad
         from .data import pad_batch
 
@@ -133,13 +135,15 @@ class SequenceClassifier(nn.Module):
             with no_grad():
                 for start in range(0, len(series), batch_size):
                     x, lengths = pad_batch(series[start: start + batch_size], self.dtype)
-                    logits = np.asarray(self(x, lengths), dtype=np.float64)
-                    logits -= logits.max(axis=1, keepdims=True)
-                    p = np.exp(logits)
-                    chunks.append(p / p.sum(axis=1, keepdims=True))
+                    chunks.append(np.asarray(self(x, lengths)))  # (batch, num_classes)
         finally:
             self.train(was_training)
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.num_classes))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.num_classes), self.dtype)
+
+    def predict_proba(self, series: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)`` of raw ``(L_i, C)`` series."""
+        logits = self._logits(series, batch_size).astype(np.float64)
+        return nn.functional.softmax(logits, dim=1)
 
     def predict(self, series: Sequence[np.ndarray], batch_size: int = 256) -> list[str]:
         """Class names of raw ``(L_i, C)`` series."""

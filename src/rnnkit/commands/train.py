@@ -31,12 +31,22 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..io._atomic import write_atomically
 from ._argtypes import fraction as _fraction
 from ._argtypes import nonnegative_float as _nonnegative_float
 from ._argtypes import nonnegative_int as _seed
 from ._argtypes import positive_int as _positive_int
+
+if TYPE_CHECKING:  # numpy and rnnkit's modules are imported where used: --help stays fast
+    import numpy as np
+
+    from ..data import Split
+    from ..models import SequenceClassifier
+    from ..optim import Optimizer
 
 # Defaults of the options that shape the run. They are resolved in `run`, not by
 # argparse, so that `--resume` can tell an option the user typed from a default.
@@ -133,33 +143,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: a reader
-    (or a crash) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+    write_atomically(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _prepare_out(out: Path, resuming: bool) -> None:
@@ -216,23 +201,29 @@ def _from_json_tree(obj, arrays: dict):
     return obj
 
 
-def _save_checkpoint(path: Path, model, best_state, optimizer, state: dict) -> None:
+def _save_checkpoint(path: Path, job: _Training, settings: dict, epoch: int) -> None:
+    """The run after ``epoch``: weights (the current and the best), optimizer, both rngs,
+    history; ``--resume`` continues from it to the same weights, bit for bit."""
     import numpy as np
     import safetensors.numpy
 
     import rnnkit
 
     arrays = {}
-    for name, p in model.state_dict().items():
+    for name, p in job.model.state_dict().items():
         arrays[f"model/{name}"] = np.array(p, order="C")
-    for name, p in (best_state or {}).items():
+    for name, p in (job.best_state or {}).items():
         arrays[f"best/{name}"] = np.array(p, order="C")
-    meta = dict(state)
+    meta = {
+        "settings": settings, "epoch": epoch, "history": job.history, "best": job.best,
+        "shuffle_rng": job.shuffle_rng.bit_generator.state,
+        "elapsed_seconds": job.elapsed(),
+    }
     meta["format"] = _FORMAT
-    meta["optimizer_state"] = _to_json_tree(optimizer.state_dict(), arrays, "optim")
+    meta["optimizer_state"] = _to_json_tree(job.optimizer.state_dict(), arrays, "optim")
     meta["rnnkit_rng"] = rnnkit.default_generator().bit_generator.state
     data = safetensors.numpy.save(arrays, metadata={_FORMAT: json.dumps(meta)})
-    _atomic_write(path, data)
+    write_atomically(path, data)
 
 
 def _load_checkpoint(path: Path) -> tuple[dict, dict]:
@@ -292,24 +283,80 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
     return settings, meta, arrays, out
 
 
-def _base_lr(settings: dict) -> float:
-    return settings["lr"] if settings["lr"] is not None else _LR[settings["optimizer"]]
+# ---------------------------------------------------------------- the job
 
 
-def _make_optimizer(settings: dict, parameters):
-    from rnnkit import optim
+def run(args: argparse.Namespace) -> int:
+    """Train as ``args`` say, or continue the run of ``--resume``; returns the exit status."""
+    from .. import data as D
 
-    name = settings["optimizer"]
-    lr = _base_lr(settings)
-    extra = {} if settings["weight_decay"] is None else {"weight_decay": settings["weight_decay"]}
-    if name == "adam":
-        return optim.Adam(parameters, lr=lr, **extra)
-    if name == "adamw":
-        return optim.AdamW(parameters, lr=lr, **extra)
-    return optim.SGD(parameters, lr=lr, momentum=0.9, **extra)
+    D.require("aeon", "matplotlib", "tqdm")
+    settings, meta, arrays, out = _resolve(args)
+    _prepare_out(out, resuming=meta is not None)
+    started = time.perf_counter()
+
+    data = _prepare_data(settings)
+    job = _start_training(settings, data, meta, arrays, out, started)
+    epochs = settings["epochs"]
+    for epoch in range(job.start_epoch + 1, epochs + 1):
+        _train_epoch(job, data, settings, epoch)
+        _save_checkpoint(out / CHECKPOINT, job, settings, epoch)
+        if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:
+            print(f"stopped after epoch {epoch} (--stop-after-epoch); "
+                  f"continue with --resume {out}")
+            return 0
+    if job.start_epoch >= epochs:
+        print(f"{out} had already trained {job.start_epoch} epochs; writing its outputs again "
+              "(pass a larger --epochs to train longer)")
+    result, confusion = _evaluate_best(job, data)
+    _write_outputs(out, settings, data, job, result, confusion)
+    return 0
 
 
-# ---------------------------------------------------------------- data
+# ---------------------------------------------------------------- data step
+
+
+@dataclass
+class _Data:
+    """The run's series, split and encoded the same way on every (re)start."""
+
+    name: str  # the data set's, for messages and titles
+    classes: list[str]  # class names, in logit order
+    num_channels: int
+    fit: Split  # the part of the training set trained on
+    val: Split  # the part held out for validation (may be empty)
+    test: Split | None
+    y_fit: np.ndarray  # class indices of fit, val and test
+    y_val: np.ndarray
+    y_test: np.ndarray | None
+    mean: np.ndarray  # fit's per-channel statistics, (C,) each
+    std: np.ndarray
+    shuffle_seed: np.random.SeedSequence  # of the batch order and the input noise
+
+
+def _prepare_data(settings: dict) -> _Data:
+    """Read the data; hold out a stratified validation split and take the channel
+    statistics of the rest, from the seed; print a summary."""
+    import numpy as np
+
+    from .. import data as D
+
+    train, test, name = _load_data(settings)
+    classes = _class_names(train)
+    y_all = D.encode_labels(train.labels, classes, train.source)
+    split_seed, shuffle_seed = np.random.SeedSequence(settings["seed"]).spawn(2)
+    keep, held = D.stratified_split(y_all, settings["val_fraction"],
+                                    np.random.default_rng(split_seed))
+    fit, val = train.subset(keep), train.subset(held)
+    y_test = D.encode_labels(test.labels, classes, test.source) if test is not None else None
+    mean, std = D.channel_stats(fit.series)
+    lengths = [s.shape[0] for s in train.series]
+    print(f"{name}: {len(fit)} train / {len(val)} validation / "
+          f"{len(test) if test is not None else 0} test series, {train.num_channels} "
+          f"channel{'' if train.num_channels == 1 else 's'}, "
+          f"{len(classes)} classes, lengths {min(lengths)}-{max(lengths)}")
+    return _Data(name, classes, train.num_channels, fit, val, test, y_all[keep], y_all[held],
+                 y_test, mean, std, shuffle_seed)
 
 
 def _load_data(settings: dict):
@@ -349,36 +396,164 @@ def _class_names(train) -> list[str]:
     return sorted(present)
 
 
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- model step
 
 
-def _cross_entropy_np(logits, y):
-    """Mean cross-entropy of plain arrays, in float64 (for reporting)."""
+@dataclass
+class _Training:
+    """What the epochs change; all of it goes into the checkpoint."""
+
+    model: SequenceClassifier
+    optimizer: Optimizer
+    shuffle_rng: np.random.Generator  # batch order and input noise
+    history: list[dict]  # one record per epoch done
+    best: dict | None  # {"epoch", "key"} of the best epoch so far
+    best_state: dict | None  # its weights
+    start_epoch: int  # epochs done before this process started
+    elapsed_before: float  # seconds spent by the processes before this one
+    started: float  # time.perf_counter() when this one started
+
+    def elapsed(self) -> float:
+        """Seconds spent on the run so far, by every process."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+
+def _start_training(settings: dict, data: _Data, meta: dict | None, arrays: dict | None,
+                    out: Path, started: float) -> _Training:
+    """The model and its optimizer, initialized from the seed; when resuming, overwritten
+    (with the rngs, history and best epoch) from the checkpoint. Prints the model."""
     import numpy as np
 
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(y)), y].mean())
+    import rnnkit
+    from rnnkit.models import SequenceClassifier
+
+    rnnkit.manual_seed(settings["seed"])
+    model = SequenceClassifier(
+        data.num_channels, len(data.classes), model=settings["model"],
+        hidden_size=settings["hidden_size"], num_layers=settings["num_layers"],
+        bidirectional=settings["bidirectional"], dropout=settings["dropout"],
+        dtype=settings["dtype"], classes=data.classes, mean=data.mean.tolist(),
+        std=data.std.tolist(),
+    )
+    job = _Training(model, _make_optimizer(settings, model.parameters()),
+                    np.random.default_rng(data.shuffle_seed), history=[], best=None,
+                    best_state=None, start_epoch=0, elapsed_before=0.0, started=started)
+    if meta is not None:
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{out / CHECKPOINT} is not a checkpoint written by rnnkit train")
+        model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items()
+                               if k.startswith("model/")})
+        job.best_state = {k[len("best/"):]: v for k, v in arrays.items()
+                          if k.startswith("best/")}
+        job.optimizer.load_state_dict(_from_json_tree(meta["optimizer_state"], arrays))
+        rnnkit.default_generator().bit_generator.state = meta["rnnkit_rng"]
+        job.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
+        job.history, job.best = meta["history"], meta["best"]
+        job.elapsed_before, job.start_epoch = meta["elapsed_seconds"], meta["epoch"]
+        print(f"resuming {out} after epoch {job.start_epoch}")
+    n_params = sum(p.size for p in model.parameters())
+    print(f"{model.rnn!r} -> Linear({model.fc.in_features}, {len(data.classes)}): "
+          f"{n_params:,} parameters; saving to {out}")
+    return job
 
 
-def _evaluate(model, series, y, batch_size: int = 256):
-    """``(loss, accuracy, predictions)`` of the model in eval mode."""
+def _base_lr(settings: dict) -> float:
+    return settings["lr"] if settings["lr"] is not None else _LR[settings["optimizer"]]
+
+
+def _make_optimizer(settings: dict, parameters):
+    from rnnkit import optim
+
+    name = settings["optimizer"]
+    lr = _base_lr(settings)
+    extra = {} if settings["weight_decay"] is None else {"weight_decay": settings["weight_decay"]}
+    if name == "adam":
+        return optim.Adam(parameters, lr=lr, **extra)
+    if name == "adamw":
+        return optim.AdamW(parameters, lr=lr, **extra)
+    return optim.SGD(parameters, lr=lr, momentum=0.9, **extra)
+
+
+# ---------------------------------------------------------------- epoch step
+
+
+def _train_epoch(job: _Training, data: _Data, settings: dict, epoch: int) -> None:
+    """One epoch: a pass over the training part, then the validation score; keeps the
+    weights if they are the best so far and prints the epoch's line."""
+    t0 = time.perf_counter()
+    record = {"epoch": epoch, **_training_pass(job, data, settings, epoch)}
+    if len(data.val):
+        record["val_loss"], record["val_accuracy"], _ = _score(job.model, data.val.series,
+                                                               data.y_val)
+    record["seconds"] = time.perf_counter() - t0
+    job.history.append(record)
+    # best: highest validation accuracy, then lowest validation loss (no
+    # validation set: the last epoch)
+    key = (record.get("val_accuracy", 0.0), -record.get("val_loss", -epoch))
+    improved = job.best is None or key > tuple(job.best["key"])
+    if improved:
+        job.best = {"epoch": epoch, "key": list(key)}
+        job.best_state = job.model.state_dict()
+    epochs = settings["epochs"]
+    line = (f"epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss "
+            f"{record['train_loss']:.4f} acc {_pct(record['train_accuracy'])}")
+    if len(data.val):
+        line += f"  val loss {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}"
+    print(f"{line}  {record['seconds']:.1f}s{'  *' if improved else ''}", flush=True)
+
+
+def _training_pass(job: _Training, data: _Data, settings: dict, epoch: int) -> dict:
+    """The gradient steps of ``epoch`` over ``data.fit``: batches in the seeded order,
+    noise on the inputs, gradients clipped, the epoch's learning rate. Returns the
+    ``train_loss`` and ``train_accuracy`` of the batches as they were trained on."""
     import numpy as np
 
-    from .. import no_grad
-    from ..data import pad_batch
+    import rnnkit
+    from rnnkit.nn.utils.clip_grad import clip_grad_norm_
 
-    model.eval()
-    logits = []
-    with no_grad():
-        for start in range(0, len(series), batch_size):
-            x, lengths = pad_batch(series[start: start + batch_size], model.dtype)
-            logits.append(np.asarray(model(x, lengths)))
+    from .. import data as D
+
+    model, optimizer, rng = job.model, job.optimizer, job.shuffle_rng
+    epochs, batch_size = settings["epochs"], settings["batch_size"]
+    base_lr = _base_lr(settings)  # not the optimizer's: a resumed one holds a decayed lr
+    for group in optimizer.param_groups:  # a function of the epoch alone: resumable
+        group["lr"] = base_lr * settings["lr_decay"] ** (epoch - 1)
+    value_and_grad = rnnkit.value_and_grad(_loss)
+    n_batches = -(-len(data.fit) // batch_size)
     model.train()
-    logits = np.concatenate(logits)
-    pred = logits.argmax(axis=1)
-    return _cross_entropy_np(logits, y), float((pred == y).mean()), pred
+    total_loss, correct, seen_n = 0.0, 0, 0
+    with _progress(n_batches, f"epoch {epoch:>{len(str(epochs))}}/{epochs}") as bar:
+        for idx in D.batch_indices(len(data.fit), batch_size, rng):
+            x, lens = D.pad_batch([data.fit.series[i] for i in idx], model.dtype)
+            if settings["noise"] > 0:  # in standardized units, from the checkpointed rng
+                eps = rng.standard_normal(x.shape) * settings["noise"]
+                x += (eps * data.std).astype(x.dtype)
+            y, seen = data.y_fit[idx], []
+            loss, grads = value_and_grad(model, x, lens, y, seen)
+            if settings["clip"] > 0:
+                clip_grad_norm_(grads, settings["clip"])
+            optimizer.step(grads)
+            optimizer.zero_grad()
+            total_loss += float(loss) * len(idx)
+            correct += int((seen[0].argmax(axis=1) == y).sum())
+            seen_n += len(idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / seen_n:.4f}", acc=_pct(correct / seen_n))
+    if not np.isfinite(total_loss):
+        raise ValueError(f"the training loss became {total_loss} at epoch {epoch}; lower "
+                         "--lr or set --clip")
+    return {"train_loss": total_loss / seen_n, "train_accuracy": correct / seen_n}
+
+
+def _loss(model, x, lengths, y, seen: list):
+    """The training loss of a batch; its logits go to ``seen``, for the accuracy."""
+    from autograd.tracer import getval
+
+    from rnnkit import nn
+
+    logits = model(x, lengths)
+    seen.append(getval(logits))
+    return nn.functional.cross_entropy(logits, y)
 
 
 def _progress(total: int, desc: str):
@@ -393,175 +568,71 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import data as D
+# ---------------------------------------------------------------- evaluation step
 
-    D.require("aeon", "matplotlib", "tqdm")
-    settings, meta, arrays, out = _resolve(args)
-    _prepare_out(out, resuming=meta is not None)
-    started = time.perf_counter()
 
+def _score(model, series, y) -> tuple[float, float, np.ndarray]:
+    """``(loss, accuracy, predictions)`` of ``model`` on raw series: the eval-mode logits
+    that ``predict_proba`` turns into probabilities, the loss taken from them in float64."""
     import numpy as np
-    from autograd.tracer import getval
 
+    from rnnkit.nn.functional import cross_entropy
+
+    logits = model._logits(series)  # (N, num_classes), the model's dtype
+    pred = logits.argmax(axis=1)
+    loss = cross_entropy(logits.astype(np.float64), y)
+    return float(loss), float((pred == y).mean()), pred
+
+
+def _evaluate_best(job: _Training, data: _Data) -> tuple[dict, tuple]:
+    """Back to the best epoch's weights; their test score (``metrics.json``'s fields),
+    and ``(set name, truth, predictions)`` for the confusion matrix: the test set's,
+    or validation's when there is no test set."""
+    import numpy as np
+
+    model = job.model
+    model.load_state_dict(job.best_state)
+    result = {"best_epoch": job.best["epoch"]}
+    if data.test is not None:
+        test_loss, test_acc, test_pred = _score(model, data.test.series, data.y_test)
+        result.update(test_loss=test_loss, test_accuracy=test_acc, test_size=len(data.test),
+                      test_correct=int((test_pred == data.y_test).sum()))
+        return result, ("test", data.y_test, test_pred)
+    result.update(test_loss=None, test_accuracy=None, test_size=0)
+    pred = _score(model, data.val.series, data.y_val)[2] if len(data.val) else \
+        np.zeros(0, np.int64)
+    return result, ("validation", data.y_val, pred)
+
+
+# ---------------------------------------------------------------- outputs step
+
+
+def _write_outputs(out: Path, settings: dict, data: _Data, job: _Training, result: dict,
+                   confusion: tuple) -> None:
+    """model.safetensors, metrics.json and the two plots; then the run's summary lines."""
     import rnnkit
-    from rnnkit import nn
-    from rnnkit.models import SequenceClassifier
-    from rnnkit.nn.utils.clip_grad import clip_grad_norm_
 
-    # ---- data: the same split and statistics on every (re)start, from the seed
-    train, test, name = _load_data(settings)
-    classes = _class_names(train)
-    y_all = D.encode_labels(train.labels, classes, train.source)
-    split_seed, shuffle_seed = np.random.SeedSequence(settings["seed"]).spawn(2)
-    keep, held = D.stratified_split(y_all, settings["val_fraction"],
-                                    np.random.default_rng(split_seed))
-    fit, val = train.subset(keep), train.subset(held)
-    y_fit, y_val = y_all[keep], y_all[held]
-    y_test = D.encode_labels(test.labels, classes, test.source) if test is not None else None
-    mean, std = D.channel_stats(fit.series)
-    lengths = [s.shape[0] for s in train.series]
-    print(f"{name}: {len(fit)} train / {len(val)} validation / "
-          f"{len(test) if test is not None else 0} test series, {train.num_channels} "
-          f"channel{'' if train.num_channels == 1 else 's'}, "
-          f"{len(classes)} classes, lengths {min(lengths)}-{max(lengths)}")
-
-    # ---- model and optimizer: init from the seed; a resumed run then overwrites both
-    rnnkit.manual_seed(settings["seed"])
-    model = SequenceClassifier(
-        train.num_channels, len(classes), model=settings["model"],
-        hidden_size=settings["hidden_size"], num_layers=settings["num_layers"],
-        bidirectional=settings["bidirectional"], dropout=settings["dropout"],
-        dtype=settings["dtype"], classes=classes, mean=mean.tolist(), std=std.tolist(),
-    )
-    optimizer = _make_optimizer(settings, model.parameters())
-    shuffle_rng = np.random.default_rng(shuffle_seed)
-    history, best, best_state, elapsed_before, start_epoch = [], None, None, 0.0, 0
-    if meta is not None:
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{out / CHECKPOINT} is not a checkpoint written by rnnkit train")
-        model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items()
-                               if k.startswith("model/")})
-        best_state = {k[len("best/"):]: v for k, v in arrays.items() if k.startswith("best/")}
-        optimizer.load_state_dict(_from_json_tree(meta["optimizer_state"], arrays))
-        rnnkit.default_generator().bit_generator.state = meta["rnnkit_rng"]
-        shuffle_rng.bit_generator.state = meta["shuffle_rng"]
-        history, best = meta["history"], meta["best"]
-        elapsed_before, start_epoch = meta["elapsed_seconds"], meta["epoch"]
-        print(f"resuming {out} after epoch {start_epoch}")
-    n_params = sum(p.size for p in model.parameters())
-    print(f"{model.rnn!r} -> Linear({model.fc.in_features}, {len(classes)}): "
-          f"{n_params:,} parameters; saving to {out}")
-
-    def loss_fn(model, x, lengths, y, seen):
-        logits = model(x, lengths)
-        seen.append(getval(logits))
-        return nn.functional.cross_entropy(logits, y)
-
-    value_and_grad = rnnkit.value_and_grad(loss_fn)
-    epochs, batch_size = settings["epochs"], settings["batch_size"]
-    n_batches = -(-len(fit) // batch_size)
-    width = len(str(epochs))
-
-    base_lr = _base_lr(settings)  # not the optimizer's: a resumed one holds a decayed lr
-    for epoch in range(start_epoch + 1, epochs + 1):
-        t0 = time.perf_counter()
-        for group in optimizer.param_groups:  # a function of the epoch alone: resumable
-            group["lr"] = base_lr * settings["lr_decay"] ** (epoch - 1)
-        model.train()
-        total_loss, correct, seen_n = 0.0, 0, 0
-        with _progress(n_batches, f"epoch {epoch:>{width}}/{epochs}") as bar:
-            for idx in D.batch_indices(len(fit), batch_size, shuffle_rng):
-                x, lens = D.pad_batch([fit.series[i] for i in idx], model.dtype)
-                if settings["noise"] > 0:  # in standardized units, from the checkpointed rng
-                    eps = shuffle_rng.standard_normal(x.shape) * settings["noise"]
-                    x += (eps * std).astype(x.dtype)
-                y, seen = y_fit[idx], []
-                loss, grads = value_and_grad(model, x, lens, y, seen)
-                if settings["clip"] > 0:
-                    clip_grad_norm_(grads, settings["clip"])
-                optimizer.step(grads)
-                optimizer.zero_grad()
-                total_loss += float(loss) * len(idx)
-                correct += int((seen[0].argmax(axis=1) == y).sum())
-                seen_n += len(idx)
-                bar.update(1)
-                bar.set_postfix(loss=f"{total_loss / seen_n:.4f}", acc=_pct(correct / seen_n))
-        if not np.isfinite(total_loss):
-            raise ValueError(f"the training loss became {total_loss} at epoch {epoch}; lower "
-                             "--lr or set --clip")
-        record = {"epoch": epoch, "train_loss": total_loss / seen_n,
-                  "train_accuracy": correct / seen_n}
-        if len(val):
-            record["val_loss"], record["val_accuracy"], _ = _evaluate(model, val.series, y_val)
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        # best: highest validation accuracy, then lowest validation loss (no
-        # validation set: the last epoch)
-        key = (record.get("val_accuracy", 0.0), -record.get("val_loss", -epoch))
-        improved = best is None or key > tuple(best["key"])
-        if improved:
-            best = {"epoch": epoch, "key": list(key)}
-            best_state = model.state_dict()
-        line = (f"epoch {epoch:>{width}}/{epochs}  train loss {record['train_loss']:.4f} "
-                f"acc {_pct(record['train_accuracy'])}")
-        if len(val):
-            line += (f"  val loss {record['val_loss']:.4f} "
-                     f"acc {_pct(record['val_accuracy'])}")
-        print(f"{line}  {record['seconds']:.1f}s{'  *' if improved else ''}", flush=True)
-        state = {
-            "settings": settings, "epoch": epoch, "history": history, "best": best,
-            "shuffle_rng": shuffle_rng.bit_generator.state,
-            "elapsed_seconds": elapsed_before + time.perf_counter() - started,
-        }
-        _save_checkpoint(out / CHECKPOINT, model, best_state, optimizer, state)
-        if args.stop_after_epoch is not None and epoch >= args.stop_after_epoch:
-            print(f"stopped after epoch {epoch} (--stop-after-epoch); "
-                  f"continue with --resume {out}")
-            return 0
-
-    if start_epoch >= epochs:
-        print(f"{out} had already trained {start_epoch} epochs; writing its outputs again "
-              "(pass a larger --epochs to train longer)")
-    # ---- the best weights, tested, saved, plotted
-    model.load_state_dict(best_state)
-    result = {"best_epoch": best["epoch"]}
-    if test is not None:
-        test_loss, test_acc, test_pred = _evaluate(model, test.series, y_test)
-        result.update(test_loss=test_loss, test_accuracy=test_acc, test_size=len(test),
-                      test_correct=int((test_pred == y_test).sum()))
-        confusion_of, truth, pred = "test", y_test, test_pred
-    else:
-        result.update(test_loss=None, test_accuracy=None, test_size=0)
-        confusion_of, truth = "validation", y_val
-        pred = _evaluate(model, val.series, y_val)[2] if len(val) else np.zeros(0, np.int64)
-    wall = elapsed_before + time.perf_counter() - started
-
-    _save_model(model, out / "model.safetensors")
-    metrics = _metrics(settings, name, classes, fit, val, test, history, result, wall)
-    _write_json(out / "metrics.json", metrics)
-    _plot_curves(history, best["epoch"], out / "curves.png",
-                 title=f"{name}: {model.model.upper()}, best epoch {best['epoch']}")
-    _plot_confusion(truth, pred, classes, out / "confusion.png",
-                    title=f"{name}: {confusion_of} set")
-    b = history[best["epoch"] - 1]
-    print(f"best epoch {best['epoch']}" + (f" (val acc {_pct(b['val_accuracy'])}, loss "
-                                             f"{b['val_loss']:.4f})" if len(val) else ""))
-    if test is not None:
+    wall = job.elapsed()
+    best = job.best["epoch"]
+    rnnkit.save(job.model, out / "model.safetensors")  # with its config: classes, statistics
+    _write_json(out / "metrics.json", _metrics(settings, data, job.history, result, wall))
+    _plot_curves(job.history, best, out / "curves.png",
+                 title=f"{data.name}: {job.model.model.upper()}, best epoch {best}")
+    confusion_of, truth, pred = confusion
+    _plot_confusion(truth, pred, data.classes, out / "confusion.png",
+                    title=f"{data.name}: {confusion_of} set")
+    b = job.history[best - 1]
+    print(f"best epoch {best}" + (f" (val acc {_pct(b['val_accuracy'])}, loss "
+                                  f"{b['val_loss']:.4f})" if len(data.val) else ""))
+    if data.test is not None:
         print(f"test accuracy {_pct(result['test_accuracy'])} "
-              f"({result['test_correct']}/{len(test)})")
+              f"({result['test_correct']}/{len(data.test)})")
     print(f"wall time {wall:.1f} s")
     print(f"saved {out / 'model.safetensors'}, metrics.json, curves.png, confusion.png in {out}")
-    return 0
 
 
-def _save_model(model, path: Path) -> None:
-    import rnnkit
-
-    rnnkit.save(model, path)  # atomic; the config (class names, statistics) in its metadata
-
-
-def _metrics(settings, name, classes, fit, val, test, history, result, wall) -> dict:
+def _metrics(settings: dict, data: _Data, history: list[dict], result: dict,
+             wall: float) -> dict:
     import platform
 
     import numpy as np
@@ -577,10 +648,10 @@ def _metrics(settings, name, classes, fit, val, test, history, result, wall) -> 
     except Exception:  # noqa: BLE001 - a version is a nicety
         pass
     return {
-        "data": name,
-        "classes": classes,
-        "sizes": {"train": len(fit), "validation": len(val),
-                  "test": 0 if test is None else len(test)},
+        "data": data.name,
+        "classes": data.classes,
+        "sizes": {"train": len(data.fit), "validation": len(data.val),
+                  "test": 0 if data.test is None else len(data.test)},
         "settings": settings,
         "epochs": history,
         **result,
@@ -601,7 +672,7 @@ def _save_figure(fig, path: Path) -> None:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    _atomic_write(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
 
 
 def _plot_curves(history: list[dict], best_epoch: int, path: Path, title: str) -> None:

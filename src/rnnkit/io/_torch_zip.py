@@ -1,10 +1,8 @@
-r"""Weights in and out: safetensors files, and PyTorch ``.pt`` files read without torch.
-
-``save`` writes a state dict (or a module's, with the arguments that rebuild it) in the
-safetensors format, atomically. ``load`` reads safetensors files and the zip files of
-``torch.save`` without PyTorch and without running anything from the file: its
-unpickler knows only the globals torch writes for tensors and plain containers, each
-mapped to a stand-in of ours, and refuses everything else with :class:`UnsafeFileError`.
+r"""The restricted reader of ``torch.save``'s zip files: no PyTorch, and nothing from the
+file ever runs. Its unpickler knows only the globals torch writes for tensors and plain
+containers, each mapped to a stand-in of ours, and refuses everything else with
+:class:`rnnkit.UnsafeFileError`; sizes, offsets and strides are checked against the
+bytes the archive holds.
 
 A torch file is a zip archive::
 
@@ -14,320 +12,25 @@ A torch file is a zip archive::
                            key, location, numel)
     <name>/data/<key>      the raw bytes of storage <key>, numel * itemsize of them
     <name>/byteorder       "little" or "big"
-
-Example:
-    >>> import os, tempfile, numpy as np, rnnkit
-    >>> path = os.path.join(tempfile.mkdtemp(), "gru.safetensors")
-    >>> rnnkit.save(rnnkit.nn.GRU(3, 4, num_layers=2, dtype=np.float64), path)
-    >>> list(rnnkit.load(path))[:2]
-    ['weight_ih_l0', 'weight_hh_l0']
-    >>> rnnkit.load_module(path)
-    GRU(3, 4, num_layers=2, dtype=float64)
 """
 
 from __future__ import annotations
 
-import importlib
 import io
-import json
 import os
 import pickle
-import tempfile
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["save", "load", "load_module", "UnsafeFileError"]
+from . import UnsafeFileError
 
-_FORMAT = "rnnkit"
 _MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a state dict is kilobytes; its tensors live apart
 _MAX_DEPTH = 100  # nesting of containers in a checkpoint
 _MAX_OBJECTS = 1_000_000  # containers and tensors visited when converting
 _MAX_DIMS = 64
-_MAX_CONFIG_DEPTH = 20
-
-
-class UnsafeFileError(ValueError):
-    """A file asks for something ``rnnkit.load`` will not do: run code, reach outside
-    its archive, or read past its own data."""
-
-
-# ---------------------------------------------------------------- save
-
-
-def _as_array(name, value) -> np.ndarray:
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
-                                     or array.dtype == np.bool_):
-        raise TypeError(f"state_dict[{name!r}] must be a numeric array, got {array.dtype}")
-    return np.ascontiguousarray(array)
-
-
-def _write_atomically(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never
-    a torn one: temp file in the same folder, fsync, rename over, fsync the folder."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def save(obj, path: str | os.PathLike) -> None:
-    """Save a state dict, or a module, to ``path`` in the safetensors format.
-
-    Args:
-        obj: a mapping of name -> array (ndarrays, or CPU torch tensors), or an
-            ``rnnkit.nn.Module``. A module's constructor arguments (its ``config()``)
-            go in the file's metadata, so :func:`load_module` rebuilds it.
-        path: the file to write. The write is atomic: the old file survives a crash.
-
-    Raises:
-        TypeError: ``obj`` is neither, or holds something that is not a numeric array.
-
-    Example:
-        >>> import os, tempfile, numpy as np, rnnkit
-        >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
-        >>> rnnkit.save({"w": np.eye(2, dtype=np.float32)}, path)
-        >>> rnnkit.load(path)["w"].dtype
-        dtype('float32')
-    """
-    from safetensors.numpy import save as _serialize
-
-    metadata = {"format": _FORMAT}
-    if hasattr(obj, "state_dict") and hasattr(obj, "named_parameters"):  # a Module
-        state_dict = obj.state_dict()
-        if hasattr(obj, "config"):
-            metadata["rnnkit_class"] = type(obj).__name__
-            metadata["config"] = json.dumps(obj.config())
-    elif isinstance(obj, Mapping):
-        state_dict = obj
-    else:
-        raise TypeError(
-            f"rnnkit.save expects a state dict (name -> array) or an rnnkit Module, got "
-            f"{type(obj).__name__}"
-        )
-    tensors = OrderedDict()
-    for name, value in state_dict.items():
-        if not isinstance(name, str):
-            raise TypeError(f"state dict keys must be str, got {name!r}")
-        tensors[name] = _as_array(name, value)
-    metadata["rnnkit_order"] = json.dumps(list(tensors))  # safetensors sorts its entries
-    _write_atomically(path, _serialize(dict(tensors), metadata=metadata))
-
-
-# ---------------------------------------------------------------- load
-
-
-def _looks_like_safetensors(head: bytes) -> bool:
-    """safetensors: an 8-byte little-endian header length, then the JSON header.
-
-    Checked before the pickle magic byte 0x80, which a header length can also start with.
-    """
-    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little")
-
-
-def load(path: str | os.PathLike):
-    """Read the arrays of a safetensors file or of a PyTorch ``.pt``/``.pth`` file.
-
-    Torch files are read without PyTorch: tensors saved from any device, views with
-    offsets, non-contiguous strides, float16/bfloat16 (as float32)/float32/float64 and
-    the integer and bool dtypes, inside nested dicts, lists and tuples. Nothing in the
-    file is ever run: globals other than torch's tensor and container markers are refused.
-
-    Returns:
-        An ``OrderedDict`` of name -> ndarray for a state dict; for other checkpoints
-        (``{"model": state_dict, "epoch": 3}``) the same nesting of dicts, lists and
-        tuples, with ndarrays for tensors.
-
-    Raises:
-        UnsafeFileError: the file asks for code, paths outside the archive or bytes it
-            does not hold.
-        ValueError: the file is a legacy (pre-1.6) torch file, a TorchScript archive or
-            not a weights file.
-
-    Example:
-        >>> import os, tempfile, numpy as np, rnnkit
-        >>> path = os.path.join(tempfile.mkdtemp(), "lstm.safetensors")
-        >>> rnnkit.save(rnnkit.nn.LSTM(2, 3).state_dict(), path)
-        >>> {k: v.shape for k, v in rnnkit.load(path).items()}["weight_ih_l0"]
-        (12, 2)
-    """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04":
-        return _load_torch_zip(path)
-    if _looks_like_safetensors(head):
-        return _load_safetensors(path)[0]
-    if head[:1] == b"\x80" or head[:2] == b"\x1f\x8b":
-        raise ValueError(
-            f"{path} is a PyTorch file in the legacy (pre-1.6, non-zip) format, which rnnkit "
-            "cannot read safely; re-save it with a current torch: "
-            "torch.save(torch.load(path), path), or torch.save(model.state_dict(), path)"
-        )
-    raise ValueError(
-        f"{path} is neither a safetensors file nor a PyTorch zip file (it starts with "
-        f"{head[:8]!r})"
-    )
-
-
-def _load_safetensors(path):
-    from safetensors import safe_open
-
-    with safe_open(path, framework="numpy") as f:
-        metadata = f.metadata() or {}
-        keys = list(f.keys())
-        order = keys
-        if "rnnkit_order" in metadata:
-            try:
-                saved = json.loads(metadata["rnnkit_order"])
-            except ValueError:
-                saved = None
-            if isinstance(saved, list) and sorted(saved) == sorted(keys):
-                order = saved
-        return OrderedDict((k, f.get_tensor(k)) for k in order), metadata
-
-
-# ---------------------------------------------------------------- load_module
-
-
-def _allowed_classes() -> dict:
-    """The classes ``load_module`` may build: those of ``rnnkit.nn`` and ``rnnkit.models``."""
-    from . import nn
-    from .nn.modules.module import Module
-
-    def exported(module):
-        names = getattr(module, "__all__", None) or [n for n in dir(module)
-                                                     if not n.startswith("_")]
-        out = {}
-        for n in names:
-            obj = getattr(module, n, None)
-            if isinstance(obj, type) and issubclass(obj, Module):
-                out[n] = obj
-        return out
-
-    classes = exported(nn)
-    try:
-        models = importlib.import_module("rnnkit.models")  # a fixed name, never the file's
-    except ModuleNotFoundError as error:
-        if error.name not in ("rnnkit.models",):
-            raise
-    else:
-        for n, cls in exported(models).items():
-            classes.setdefault(n, cls)
-    return classes
-
-
-def _is_spec(value) -> bool:
-    return (isinstance(value, dict) and set(value) <= {"class", "config", "name"}
-            and isinstance(value.get("class"), str) and "config" in value)
-
-
-def _build(class_name, config, classes, depth=0):
-    if depth > _MAX_CONFIG_DEPTH:
-        raise ValueError("the module configuration is nested too deeply to rebuild")
-    if not isinstance(class_name, str) or class_name not in classes:
-        raise ValueError(
-            f"cannot rebuild class {class_name!r}: load_module builds only the classes of "
-            f"rnnkit.nn and rnnkit.models ({', '.join(sorted(classes))}); build the module "
-            "yourself and call module.load_state_dict(rnnkit.load(path))"
-        )
-    cls = classes[class_name]
-    if not isinstance(config, dict):
-        raise ValueError(f"the config of {class_name} must be a JSON object, got "
-                         f"{type(config).__name__}")
-
-    def rebuild(value):
-        if _is_spec(value):
-            return _build(value["class"], value["config"], classes, depth + 1)
-        if isinstance(value, list) and value and all(_is_spec(v) for v in value):
-            return [rebuild(v) for v in value]
-        return value
-
-    if set(config) == {"modules"} and isinstance(config["modules"], list):  # Sequential
-        specs = config["modules"]
-        if not all(_is_spec(v) for v in specs):
-            raise ValueError(f"the modules of {class_name} must be {{'class', 'config'}} "
-                             "objects")
-        children = [rebuild(v) for v in specs]
-        names = [v.get("name") for v in specs]
-        if all(isinstance(n, str) for n in names) and names != [str(i) for i in
-                                                                 range(len(names))]:
-            return cls(OrderedDict(zip(names, children, strict=True)))
-        return cls(*children)
-    return cls(**{k: rebuild(v) for k, v in config.items()})
-
-
-def load_module(path: str | os.PathLike):
-    """Rebuild the layer or model that ``rnnkit.save(module, path)`` wrote, weights included.
-
-    Only classes of ``rnnkit.nn`` and ``rnnkit.models`` are built, looked up by name;
-    nothing named by the file is imported.
-
-    Example:
-        >>> import os, tempfile, rnnkit
-        >>> path = os.path.join(tempfile.mkdtemp(), "lstm.safetensors")
-        >>> rnnkit.save(rnnkit.nn.LSTM(4, 8, bidirectional=True), path)
-        >>> rnnkit.load_module(path)
-        LSTM(4, 8, bidirectional=True)
-    """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and not _looks_like_safetensors(head)):
-        raise ValueError(
-            f"{path} is a PyTorch file, which holds weights but not rnnkit's layer "
-            "arguments; build the layer and call layer.load_state_dict(rnnkit.load(path))"
-        )
-    state_dict, metadata = _load_safetensors(path)
-    if "rnnkit_class" not in metadata or "config" not in metadata:
-        raise ValueError(
-            f"{path} holds a state dict without the class and arguments of a module (it was "
-            "saved from a state dict); build the module and call "
-            "module.load_state_dict(rnnkit.load(path))"
-        )
-    try:
-        config = json.loads(metadata["config"])
-    except ValueError as error:
-        raise ValueError(f"{path} has a malformed module config: {error}") from None
-    module = _build(metadata["rnnkit_class"], config, _allowed_classes())
-    module.load_state_dict(state_dict)
-    return module
-
-
-# ---------------------------------------------------------------- torch's zip format
 
 _STORAGE_DTYPES = {
     "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
@@ -640,7 +343,9 @@ def _to_plain(obj):
     return walk(obj, 0)
 
 
-def _load_torch_zip(path):
+def load(path: str):
+    """:func:`rnnkit.load` of a torch zip file: an ``OrderedDict`` of ndarrays for a state
+    dict, else the checkpoint's nesting of dicts, lists and tuples with ndarrays in it."""
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:
