@@ -1,10 +1,42 @@
-"""Shared test helpers: tolerances of the contract and the two-namespace builder."""
+"""Shared test helpers: optional test dependencies, tolerances of the contract and the
+two-namespace builder."""
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import numpy as np
+import pytest
 
 import rnnkit
+
+INSTALL = "pip install -e '.[test]'"  # installs every optional package the tests use
+
+
+def in_ci() -> bool:
+    """True when the ``CI`` environment variable is set (to anything but "", "0", "false")."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+
+
+def require(module: str):
+    """Import ``module``, an optional package some tests need (torch, the reference;
+    onnx, onnxruntime, aeon, matplotlib, tqdm). Missing, the test skips, except under CI,
+    where it fails: a CI run that skipped the reference would pass having checked nothing.
+    A package that is installed but fails to import is an error either way."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module:  # the package is there but broken: let it show
+            raise
+    if in_ci():
+        pytest.fail(
+            f"{module} is not installed, and CI is set, so the tests that need it "
+            f"fail instead of skipping: {INSTALL}",
+            pytrace=False,
+        )
+    pytest.skip(f"{module} is not installed: {INSTALL}")
+
 
 # the contract's tolerances (API.md): float64 to 1e-9, float32 forward 1e-5, gradients 1e-4
 RTOL = {np.float64: 1e-9, np.float32: 1e-5}
@@ -14,10 +46,17 @@ GRAD_ATOL = {np.float64: 1e-11, np.float32: 1e-5}
 
 
 def assert_close(actual, expected, rtol=1e-9, atol=1e-12, err_msg=""):
-    """Shape, then dtype (when both are arrays), then values."""
+    """Shape, then dtype (when both are NumPy arrays or scalars of a floating dtype, the
+    same one: a float32 layer's float64 h_n or gradient fails), then values. A Python float
+    (``loss_t.item()``) has no dtype to compare."""
+    dtypes = [
+        x.dtype if isinstance(x, (np.ndarray, np.generic)) else None for x in (actual, expected)
+    ]
     actual = np.asarray(actual)
     expected = np.asarray(expected)
     assert actual.shape == expected.shape, f"{err_msg}: shape {actual.shape} != {expected.shape}"
+    if all(d is not None and np.issubdtype(d, np.floating) for d in dtypes):
+        assert dtypes[0] == dtypes[1], f"{err_msg}: dtype {dtypes[0]} != {dtypes[1]}"
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol, err_msg=err_msg)
 
 

@@ -80,9 +80,8 @@ def _run_json(capsys, *extra):
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.usefixtures("torch", "ort")  # the peers it times
 def test_json_document(capsys, monkeypatch):
-    pytest.importorskip("torch")
-    pytest.importorskip("onnxruntime")
     monkeypatch.setattr(bench, "PAUSE", 0.0)
     monkeypatch.setattr(bench, "WARM", 0.0)
     doc = _run_json(capsys)

@@ -237,3 +237,27 @@ def test_manual_seed_errors():
         rnnkit.manual_seed(1.5)
     with raises(ValueError, "seed must be non-negative"):
         rnnkit.manual_seed(-1)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("size", [0, -3])
+def test_a_layer_without_input_features_is_refused_as_torch_does(kind, size, torch):
+    with pytest.raises(ValueError) as theirs:
+        getattr(torch.nn, kind)(size, 5)
+    with raises(ValueError, str(theirs.value), f"got {size}"):
+        getattr(nn, kind)(size, 5)
+
+
+@pytest.mark.parametrize("kind", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_a_cell_without_input_features_works_as_torch_does(kind, torch):
+    # torch 2.13 accepts input_size=0 for its cells (not its layers): the step is then
+    # driven by the hidden state alone, and rnnkit gives the same numbers
+    from helpers import build_pair
+
+    theirs, ours = build_pair(torch, kind, np.float64, input_size=0, hidden_size=4)
+    h = np.random.default_rng(1).standard_normal((3, 4))
+    hx = (h, h * 0.5) if kind == "LSTMCell" else h
+    hx_t = tuple(map(torch.from_numpy, hx)) if kind == "LSTMCell" else torch.from_numpy(h)
+    out, out_t = ours(np.zeros((3, 0)), hx), theirs(torch.zeros(3, 0, dtype=torch.float64), hx_t)
+    for a, b in zip(*(((out,), (out_t,)) if kind != "LSTMCell" else (out, out_t)), strict=True):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-12, atol=1e-14)

@@ -166,12 +166,7 @@ def test_killed_writer_leaves_a_whole_file(tmp_path):
 
 # ---------------------------------------------------------------- torch files
 
-torch_only = pytest.mark.usefixtures("torch")
-
-
-@pytest.fixture
-def torch():
-    return pytest.importorskip("torch")
+torch_only = pytest.mark.usefixtures("torch")  # the fixture is conftest's
 
 
 def _check_tree(ours, theirs, top=True):

@@ -15,9 +15,6 @@ from rnnkit.nn import functional as F
 
 from helpers import assert_close, to_numpy
 
-torch = pytest.importorskip("torch")
-TF = torch.nn.functional
-
 TOL = {np.float64: {"rtol": 1e-9, "atol": 1e-12}, np.float32: {"rtol": 1e-4, "atol": 1e-6}}
 C = 4
 SHAPES = {1: (C,), 2: (6, C), 3: (3, C, 5), 4: (2, C, 3, 2)}  # input shapes by rank
@@ -33,9 +30,15 @@ def make_target(rng, input_shape, ignore):
     return t
 
 
-def ce_pair(x, t, dtype, **kw):
+@pytest.fixture
+def TF(torch):
+    return torch.nn.functional
+
+
+def ce_pair(torch, x, t, dtype, **kw):
     """Loss values, and the gradient of their sum for the input, against torch's
     (class weights are constants: torch does not differentiate them)."""
+    TF = torch.nn.functional
     x_t = torch.tensor(x, requires_grad=True)
     w = kw.pop("weight", None)
     w_t = None if w is None else torch.tensor(w)
@@ -68,7 +71,7 @@ GRID = list(
 
 
 @pytest.mark.parametrize("reduction,ignore,weighted,smoothing,rank", GRID)
-def test_cross_entropy_matches_torch(reduction, ignore, weighted, smoothing, rank, rng):
+def test_cross_entropy_matches_torch(reduction, ignore, weighted, smoothing, rank, rng, torch):
     dtype = np.float64
     x = (3 * rng.standard_normal(SHAPES[rank])).astype(dtype)
     t = make_target(rng, SHAPES[rank], ignore)
@@ -77,15 +80,16 @@ def test_cross_entropy_matches_torch(reduction, ignore, weighted, smoothing, ran
         kw["ignore_index"] = ignore
     if weighted:
         kw["weight"] = rng.uniform(0.2, 2.0, C).astype(dtype)
-    ce_pair(x, t, dtype, **kw)
+    ce_pair(torch, x, t, dtype, **kw)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_cross_entropy_float32_and_large_logits(reduction, rank, rng):
+def test_cross_entropy_float32_and_large_logits(reduction, rank, rng, torch):
     x = (rng.standard_normal(SHAPES[rank]) * 50 + 1000).astype(np.float32)  # exp overflows
     t = make_target(rng, SHAPES[rank], 2)
     ce_pair(
+        torch,
         x,
         t,
         np.float32,
@@ -99,17 +103,17 @@ def test_cross_entropy_float32_and_large_logits(reduction, rank, rng):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.3])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_cross_entropy_probability_targets(reduction, smoothing, weighted, rng):
+def test_cross_entropy_probability_targets(reduction, smoothing, weighted, rng, torch):
     x = rng.standard_normal((5, C, 2))
     p = rng.uniform(size=(5, C, 2))
     p /= p.sum(axis=1, keepdims=True)
     kw = {"reduction": reduction, "label_smoothing": smoothing}
     if weighted:
         kw["weight"] = rng.uniform(0.2, 2.0, C)
-    ce_pair(x, p, np.float64, **kw)
+    ce_pair(torch, x, p, np.float64, **kw)
 
 
-def test_cross_entropy_all_ignored_mean_is_nan_like_torch():
+def test_cross_entropy_all_ignored_mean_is_nan_like_torch(torch, TF):
     x, t = np.zeros((2, 3)), np.array([-100, -100])
     expected = TF.cross_entropy(torch.tensor(x), torch.tensor(t)).item()
     assert np.isnan(expected)
@@ -136,7 +140,7 @@ def test_cross_entropy_errors():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse_loss_matches_torch(dtype, reduction, rng):
+def test_mse_loss_matches_torch(dtype, reduction, rng, torch, TF):
     x = rng.standard_normal((4, 3, 2)).astype(dtype)
     y = rng.standard_normal((4, 3, 2)).astype(dtype)
     x_t, y_t = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
@@ -161,7 +165,7 @@ def test_mse_loss_warns_on_broadcast_like_torch():
 
 @pytest.mark.parametrize("dim", [0, 1, -1])
 @pytest.mark.parametrize("which", ["log_softmax", "softmax"])
-def test_softmaxes_match_torch(dim, which, rng):
+def test_softmaxes_match_torch(dim, which, rng, torch, TF):
     x = rng.standard_normal((3, 4, 5)) * 20
     x[0, 0, 0] = 800.0  # exp would overflow without the shift
     g = rng.standard_normal((3, 4, 5))
@@ -174,7 +178,7 @@ def test_softmaxes_match_torch(dim, which, rng):
     assert_close(dx, to_numpy(x_t.grad))
 
 
-def test_log_softmax_of_minus_inf_row_and_implicit_dim_warning():
+def test_log_softmax_of_minus_inf_row_and_implicit_dim_warning(torch, TF):
     x = np.array([[-np.inf, 0.0], [1.0, 2.0]])
     expected = to_numpy(TF.log_softmax(torch.tensor(x), dim=1))
     assert_close(F.log_softmax(x, dim=1), expected)
@@ -182,17 +186,17 @@ def test_log_softmax_of_minus_inf_row_and_implicit_dim_warning():
         F.softmax(np.zeros((2, 3)))
 
 
-@given(
-    hnp.arrays(
-        np.float64,
-        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6),
-        elements=st.floats(-1e3, 1e3),
-    ),
-    st.floats(0.0, 1.0),
+LOGITS = hnp.arrays(
+    np.float64,
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=6),
+    elements=st.floats(-1e3, 1e3),
 )
+
+
+@given(LOGITS, st.floats(0.0, 1.0))
 def test_cross_entropy_properties(x, smoothing):
     """Shifting every logit of a row changes nothing; the loss is at least the smoothing
-    floor, and 'sum' of 'none' equals 'sum'; all as torch."""
+    floor, and 'sum' of 'none' equals 'sum' (torch's values: the next test)."""
     N, C_ = x.shape
     t = np.arange(N) % C_
     none = F.cross_entropy(x, t, reduction="none", label_smoothing=smoothing)
@@ -205,7 +209,15 @@ def test_cross_entropy_properties(x, smoothing):
     )
     shifted = F.cross_entropy(x + 17.0, t, reduction="none", label_smoothing=smoothing)
     assert_close(shifted, none, rtol=1e-6, atol=1e-6)
-    expected = TF.cross_entropy(
+
+
+@given(LOGITS, st.floats(0.0, 1.0))
+def test_cross_entropy_of_drawn_logits_matches_torch(torch, x, smoothing):
+    """The property test's drawn logits give torch's per-element losses."""
+    N, C_ = x.shape
+    t = np.arange(N) % C_
+    none = F.cross_entropy(x, t, reduction="none", label_smoothing=smoothing)
+    expected = torch.nn.functional.cross_entropy(
         torch.tensor(x), torch.tensor(t), reduction="none", label_smoothing=smoothing
     )
     assert_close(none, to_numpy(expected), rtol=1e-9, atol=1e-9)

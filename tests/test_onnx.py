@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 import rnnkit
+import rnnkit.onnx  # imports onnx only on first use
 from rnnkit import nn
 from rnnkit.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-import rnnkit.onnx  # noqa: E402
+# rnnkit.onnx's export and load_weights need onnx: tests that call them without naming
+# onnx themselves take the fixture this way
+needs_onnx = pytest.mark.usefixtures("onnx")
 
 BUILDS = {
     "lstm": lambda dtype: nn.LSTM(3, 5, dtype=dtype),
@@ -34,7 +35,7 @@ BUILDS = {
 L, N = 6, 4
 
 
-def _session(path):
+def _session(ort, path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -57,7 +58,7 @@ def _reference(layer, x, hx, lengths):
 @pytest.mark.parametrize("with_states", [False, True], ids=["zeros", "h0"])
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("name", list(BUILDS))
-def test_export_matches_rnnkit(tmp_path, rng, name, with_states, with_lengths):
+def test_export_matches_rnnkit(tmp_path, rng, name, with_states, with_lengths, onnx, ort):
     rnnkit.manual_seed(0)
     layer = BUILDS[name](np.float32)
     D = 2 if layer.bidirectional else 1
@@ -82,15 +83,16 @@ def test_export_matches_rnnkit(tmp_path, rng, name, with_states, with_lengths):
     if with_lengths:
         lengths = np.array([3, L, 1, 5])
         feeds["sequence_lens"] = lengths.astype(np.int32)
-    got = _session(path).run(None, feeds)
+    got = _session(ort, path).run(None, feeds)
     expected = _reference(layer, x, hx, lengths)
     assert [g.shape for g in got] == [e.shape for e in expected]
     for g, e, what in zip(got, expected, ["output", "h_n", "c_n"], strict=False):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=what)
 
 
+@needs_onnx
 @pytest.mark.parametrize("name", ["lstm-2-bi", "gru", "rnn-bi"])
-def test_export_unbatched(tmp_path, rng, name):
+def test_export_unbatched(tmp_path, rng, name, ort):
     layer = BUILDS[name](np.float32)
     x = rng.standard_normal((L, 3)).astype(np.float32)
     rnnkit.onnx.export(layer, tmp_path / "u.onnx", x.shape, initial_states=True)
@@ -101,11 +103,12 @@ def test_export_unbatched(tmp_path, rng, name):
     if layer.mode == "LSTM":
         feeds["c_0"] = np.zeros_like(h_0)
         hx = (h_0, feeds["c_0"])
-    got = _session(tmp_path / "u.onnx").run(None, feeds)
+    got = _session(ort, tmp_path / "u.onnx").run(None, feeds)
     for g, e in zip(got, _reference(layer, x, hx, None), strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
 
+@needs_onnx
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(BUILDS))
 def test_round_trip_is_exact(tmp_path, name, dtype):
@@ -121,15 +124,17 @@ def test_round_trip_is_exact(tmp_path, name, dtype):
         np.testing.assert_array_equal(back.state_dict()[key], value, err_msg=key)
 
 
-def test_float64_layer_exported_as_float32(tmp_path, rng):
+@needs_onnx
+def test_float64_layer_exported_as_float32(tmp_path, rng, ort):
     layer = nn.GRU(3, 5, num_layers=2, dtype=np.float64)
     x = rng.standard_normal((L, N, 3))
     rnnkit.onnx.export(layer, tmp_path / "g.onnx", x, dtype=np.float32)
-    got = _session(tmp_path / "g.onnx").run(None, {"input": x.astype(np.float32)})
+    got = _session(ort, tmp_path / "g.onnx").run(None, {"input": x.astype(np.float32)})
     np.testing.assert_allclose(got[0], layer(x)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_sequential_models(tmp_path, rng):
+@needs_onnx
+def test_sequential_models(tmp_path, rng, ort):
     models = {
         "mlp": (nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.Identity(),
                               nn.Linear(8, 2, bias=False)),
@@ -145,7 +150,7 @@ def test_sequential_models(tmp_path, rng):
         model.eval()
         path = tmp_path / f"{name}.onnx"
         rnnkit.onnx.export(model, path, x)
-        got = _session(path).run(None, {"input": x})
+        got = _session(ort, path).run(None, {"input": x})
         expected = model(x)
         if isinstance(expected, tuple):
             expected = [expected[0], *expected[1]]
@@ -155,6 +160,7 @@ def test_sequential_models(tmp_path, rng):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+@needs_onnx
 def test_export_refusals(tmp_path):
     with pytest.raises(ValueError, match="proj_size"):
         rnnkit.onnx.export(nn.LSTM(3, 5, proj_size=2), tmp_path / "p.onnx", (2, 1, 3))
@@ -169,7 +175,7 @@ def test_export_refusals(tmp_path):
         rnnkit.onnx.export(nn.GRU(3, 4), tmp_path / "g.onnx", (2, 1, 3), opset_version=9)
 
 
-def _single_node_model(path, op, **attrs):
+def _single_node_model(onnx, path, op, **attrs):
     from onnx import TensorProto, helper, numpy_helper
 
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op] * 2
@@ -183,22 +189,23 @@ def _single_node_model(path, op, **attrs):
     return path
 
 
-def test_load_weights_refusals(tmp_path):
+def test_load_weights_refusals(tmp_path, onnx):
     with pytest.raises(ValueError, match="linear_before_reset=0"):
-        rnnkit.onnx.load_weights(_single_node_model(tmp_path / "a.onnx", "GRU"))
+        rnnkit.onnx.load_weights(_single_node_model(onnx, tmp_path / "a.onnx", "GRU"))
     with pytest.raises(ValueError, match="direction='reverse'"):
-        rnnkit.onnx.load_weights(_single_node_model(tmp_path / "b.onnx", "LSTM",
+        rnnkit.onnx.load_weights(_single_node_model(onnx, tmp_path / "b.onnx", "LSTM",
                                                     direction="reverse"))
     with pytest.raises(ValueError, match="clip"):
-        rnnkit.onnx.load_weights(_single_node_model(tmp_path / "c.onnx", "LSTM", clip=3.0))
+        rnnkit.onnx.load_weights(_single_node_model(onnx, tmp_path / "c.onnx", "LSTM",
+                                                    clip=3.0))
     rnnkit.onnx.export(nn.Sequential(nn.Linear(2, 3)), tmp_path / "d.onnx", (4, 2))
     with pytest.raises(ValueError, match="no LSTM, GRU or RNN node"):
         rnnkit.onnx.load_weights(tmp_path / "d.onnx")
-    plain = rnnkit.onnx.load_weights(_single_node_model(tmp_path / "e.onnx", "RNN"))
+    plain = rnnkit.onnx.load_weights(_single_node_model(onnx, tmp_path / "e.onnx", "RNN"))
     assert repr(plain) == "RNN(3, 2, bias=False)"
 
 
-def test_two_separate_layers_load_as_a_list(tmp_path):
+def test_two_separate_layers_load_as_a_list(tmp_path, onnx):
     model = nn.Sequential(nn.Linear(3, 3))
     rnnkit.onnx.export(model, tmp_path / "lin.onnx", (2, 3))
     # two graphs' recurrent nodes side by side: a GRU reading the input, an RNN too
@@ -217,8 +224,8 @@ def test_two_separate_layers_load_as_a_list(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
-def test_load_weights_of_torch_export(tmp_path, kind):
-    torch = pytest.importorskip("torch")
+@needs_onnx
+def test_load_weights_of_torch_export(tmp_path, kind, torch):
     torch.manual_seed(0)
     theirs = getattr(torch.nn, kind)(3, 5, num_layers=2, bidirectional=True, batch_first=True)
     theirs.eval()

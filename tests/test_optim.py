@@ -12,13 +12,11 @@ from rnnkit import nn, optim
 
 from helpers import assert_close, to_numpy
 
-torch = pytest.importorskip("torch")
-
 STEPS = 20
 SHAPES = [(3, 4), (4,), (2, 1, 3)]
 
 
-def run_both(make, rng, steps=STEPS, skip=None):
+def run_both(torch, make, rng, steps=STEPS, skip=None):
     """Run ``make(torch.optim)`` and ``make(rnnkit.optim)`` side by side. Step t's gradient
     is ``noise_t + 0.5 * sin(p)`` (so parity is checked through feedback too); the
     parameter ``skip`` has no gradient on even steps (both frameworks skip it)."""
@@ -58,15 +56,15 @@ SGD_GRID = [
 
 
 @pytest.mark.parametrize("kw", SGD_GRID, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
-def test_sgd_matches_torch(kw, rng):
-    run_both(lambda o, ps: o.SGD(ps, lr=0.05, **kw), rng, skip=1)
+def test_sgd_matches_torch(kw, rng, torch):
+    run_both(torch, lambda o, ps: o.SGD(ps, lr=0.05, **kw), rng, skip=1)
 
 
 ADAM_GRID = list(itertools.product(["Adam", "AdamW"], [False, True], [0.0, 0.1], [False, True]))
 
 
 @pytest.mark.parametrize("name,amsgrad,weight_decay,maximize", ADAM_GRID)
-def test_adam_matches_torch(name, amsgrad, weight_decay, maximize, rng):
+def test_adam_matches_torch(name, amsgrad, weight_decay, maximize, rng, torch):
     def make(o, ps):
         return getattr(o, name)(
             ps,
@@ -78,28 +76,28 @@ def test_adam_matches_torch(name, amsgrad, weight_decay, maximize, rng):
             maximize=maximize,
         )
 
-    opt_t, opt, _, ours = run_both(make, rng, skip=2)
+    opt_t, opt, _, ours = run_both(torch, make, rng, skip=2)
     # the state matches torch's too
     for i, p in enumerate(ours):
         for key, value in opt_t.state_dict()["state"][i].items():
             assert_close(opt.state[p][key], to_numpy(value), rtol=1e-12, atol=1e-14, err_msg=key)
 
 
-def test_defaults_match_torch(rng):
+def test_defaults_match_torch(rng, torch):
     for name in ["SGD", "Adam", "AdamW"]:
         theirs = getattr(torch.optim, name)([torch.zeros(1, requires_grad=True)]).defaults
         ours = getattr(optim, name)([nn.Parameter(np.zeros(1))]).defaults
         for key, value in ours.items():
             assert theirs[key] == value, (name, key)
-    run_both(lambda o, ps: o.Adam(ps), rng, steps=5)
-    run_both(lambda o, ps: o.AdamW(ps), rng, steps=5)
+    run_both(torch, lambda o, ps: o.Adam(ps), rng, steps=5)
+    run_both(torch, lambda o, ps: o.AdamW(ps), rng, steps=5)
 
 
-def test_param_groups_match_torch(rng):
+def test_param_groups_match_torch(rng, torch):
     def make(o, ps):
         return o.SGD([{"params": ps[:1], "lr": 0.2}, {"params": ps[1:]}], lr=0.01, momentum=0.5)
 
-    opt_t, opt, _, _ = run_both(make, rng, steps=5)
+    opt_t, opt, _, _ = run_both(torch, make, rng, steps=5)
     assert [g["lr"] for g in opt.param_groups] == [0.2, 0.01]
     assert [g["momentum"] for g in opt.param_groups] == [0.5, 0.5]
 
@@ -132,7 +130,7 @@ def test_state_dict_round_trip_continues_identically(rng):
         assert_close(a, b, rtol=0, atol=0)
 
 
-def test_load_state_dict_from_torch(rng):
+def test_load_state_dict_from_torch(rng, torch):
     start = [rng.standard_normal(s) for s in SHAPES]
     theirs = [torch.tensor(w, requires_grad=True) for w in start]
     opt_t = torch.optim.SGD(theirs, lr=0.1, momentum=0.9)

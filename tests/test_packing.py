@@ -18,8 +18,10 @@ from rnnkit.nn.utils.rnn import (
 
 from helpers import assert_close, build_pair, to_numpy
 
-torch = pytest.importorskip("torch")
-tr = torch.nn.utils.rnn
+
+@pytest.fixture
+def tr(torch):
+    return torch.nn.utils.rnn
 
 
 def _same_packed(ours: PackedSequence, theirs, rtol=0.0) -> None:
@@ -40,7 +42,7 @@ LENGTHS = [[4, 4, 2, 1], [3, 1, 4, 2], [2, 2, 2], [5], [1, 3, 3, 1]]
 @pytest.mark.parametrize("lengths", LENGTHS)
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("as_array", [False, True], ids=["list", "ndarray"])
-def test_pack_pad_match_torch(lengths, batch_first, as_array, rng):
+def test_pack_pad_match_torch(lengths, batch_first, as_array, rng, torch, tr):
     N, T = len(lengths), max(lengths) + 1  # padded longer than the longest sequence
     x = rng.standard_normal((N, T, 3) if batch_first else (T, N, 3))
     sorted_input = all(a >= b for a, b in zip(lengths, lengths[1:]))
@@ -63,7 +65,7 @@ def test_pack_pad_match_torch(lengths, batch_first, as_array, rng):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("padding_value", [0.0, 9.0])
-def test_pad_sequence_matches_torch(batch_first, padding_side, padding_value, rng):
+def test_pad_sequence_matches_torch(batch_first, padding_side, padding_value, rng, torch, tr):
     seqs = [rng.standard_normal((n, 2, 3)) for n in (3, 5, 1)]
     ours = pad_sequence(seqs, batch_first, padding_value, padding_side)
     theirs = tr.pad_sequence([torch.tensor(s) for s in seqs], batch_first, padding_value,
@@ -72,7 +74,7 @@ def test_pad_sequence_matches_torch(batch_first, padding_side, padding_value, rn
 
 
 @pytest.mark.parametrize("enforce_sorted", [True, False])
-def test_pack_sequence_and_unpack_match_torch(enforce_sorted, rng):
+def test_pack_sequence_and_unpack_match_torch(enforce_sorted, rng, torch, tr):
     lengths = [4, 3, 3, 1] if enforce_sorted else [2, 4, 1, 3]
     seqs = [rng.standard_normal((n, 2)) for n in lengths]
     ours = pack_sequence(seqs, enforce_sorted)
@@ -83,7 +85,7 @@ def test_pack_sequence_and_unpack_match_torch(enforce_sorted, rng):
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_unpad_sequence_matches_torch(batch_first, rng):
+def test_unpad_sequence_matches_torch(batch_first, rng, torch, tr):
     lengths = [3, 5, 2]
     x = rng.standard_normal((3, 5, 2) if batch_first else (5, 3, 2))
     ours = unpad_sequence(x, np.array(lengths), batch_first)
@@ -93,14 +95,21 @@ def test_unpad_sequence_matches_torch(batch_first, rng):
         assert_close(a, to_numpy(b), 0, 0)
 
 
-def test_lengths_accept_torch_tensor_and_int_arrays(rng):
+def test_lengths_accept_int_arrays(rng):
     x = rng.standard_normal((3, 2, 1))
     reference = pack_padded_sequence(x, [3, 2])
-    for lengths in (np.array([3, 2], np.int64), np.array([3, 2], np.uint8), (3, 2),
-                    torch.tensor([3, 2])):
+    for lengths in (np.array([3, 2], np.int64), np.array([3, 2], np.uint8), (3, 2)):
         packed = pack_padded_sequence(x, lengths)
         np.testing.assert_array_equal(packed.data, reference.data)
         np.testing.assert_array_equal(packed.batch_sizes, reference.batch_sizes)
+
+
+def test_lengths_accept_torch_tensor(rng, torch):
+    x = rng.standard_normal((3, 2, 1))
+    reference = pack_padded_sequence(x, [3, 2])
+    packed = pack_padded_sequence(x, torch.tensor([3, 2]))
+    np.testing.assert_array_equal(packed.data, reference.data)
+    np.testing.assert_array_equal(packed.batch_sizes, reference.batch_sizes)
 
 
 def test_packed_sequence_is_a_named_tuple(rng):
@@ -183,7 +192,7 @@ def test_batch_of_one_equals_unbatched(kind, L):
     assert_close(h, h_b[:, 0], 1e-14, 1e-15)
 
 
-def test_packed_in_gives_packed_out_with_same_indices(rng):
+def test_packed_in_gives_packed_out_with_same_indices(rng, torch, tr):
     torch.manual_seed(0)
     theirs, ours = build_pair(torch, "GRU", np.float64, input_size=2, hidden_size=3)
     x = rng.standard_normal((4, 3, 2))
@@ -198,7 +207,7 @@ def test_packed_in_gives_packed_out_with_same_indices(rng):
     np.testing.assert_array_equal(out.unsorted_indices, packed.unsorted_indices)
 
 
-def test_packing_is_differentiable(rng):
+def test_packing_is_differentiable(rng, torch, tr):
     """Gradients flow through pack/pad/unpad to the input, as torch's do."""
     x = rng.standard_normal((4, 3, 2))
     lengths = [2, 4, 3]
@@ -218,3 +227,79 @@ def test_packing_is_differentiable(rng):
         (s ** 2).sum() for s in tr.unpad_sequence(x_t.clone(), torch.tensor(lengths)))
     loss_t.backward()
     assert_close(dx, to_numpy(x_t.grad), 1e-12, 1e-14)
+
+
+# ---------------------------------------------------------------- integer and bool sequences
+# torch packs and pads any dtype (token ids padded before an Embedding, masks) and keeps
+# it; so does rnnkit. The recurrent layers themselves take float input only.
+
+SEQUENCE_DTYPES = [np.int64, np.int32, np.uint8, np.bool_, np.float16]
+
+
+def _sequences(rng, dtype, lengths, features=()):
+    high = 2 if dtype == np.bool_ else 100
+    return [rng.integers(0, high, size=(n,) + features).astype(dtype) for n in lengths]
+
+
+@pytest.mark.parametrize("dtype", SEQUENCE_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("padding_value", [0, 7, 0.5])
+def test_integer_and_bool_sequences_pack_and_pad_as_torch(dtype, batch_first, enforce_sorted,
+                                                          padding_value, rng, torch, tr):
+    lengths = [4, 3, 3, 1] if enforce_sorted else [3, 4, 1, 3]
+    seqs = _sequences(rng, dtype, lengths, (2,))
+    padded = pad_sequence(seqs, batch_first=batch_first, padding_value=padding_value)
+    padded_t = tr.pad_sequence([torch.from_numpy(s) for s in seqs], batch_first=batch_first,
+                               padding_value=padding_value)
+    assert padded.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(padded, padded_t.numpy())
+
+    packed = pack_padded_sequence(padded, lengths, batch_first, enforce_sorted)
+    packed_t = tr.pack_padded_sequence(padded_t, torch.tensor(lengths), batch_first,
+                                       enforce_sorted)
+    assert packed.data.dtype == np.dtype(dtype)
+    _same_packed(packed, packed_t)
+
+    out, out_lengths = pad_packed_sequence(packed, batch_first, padding_value, total_length=6)
+    out_t, lengths_t = tr.pad_packed_sequence(packed_t, batch_first, padding_value, 6)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(out, out_t.numpy())
+    np.testing.assert_array_equal(out_lengths, lengths_t.numpy())
+
+    seq_packed = pack_sequence(seqs, enforce_sorted=enforce_sorted)
+    _same_packed(seq_packed, tr.pack_sequence([torch.from_numpy(s) for s in seqs],
+                                              enforce_sorted=enforce_sorted))
+    for ours, theirs in zip(unpack_sequence(seq_packed), seqs, strict=True):
+        assert ours.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(unpad_sequence(padded, lengths, batch_first), seqs, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@given(lengths_lists, st.booleans(), st.sampled_from(SEQUENCE_DTYPES))
+def test_integer_sequences_survive_pack_and_pad(lengths, batch_first, dtype):
+    # no torch needed: packing then padding gives back every sequence, exactly, in its dtype
+    rng = np.random.default_rng(len(lengths))
+    seqs = _sequences(rng, dtype, lengths)
+    packed = pack_sequence(seqs, enforce_sorted=False)
+    assert packed.data.dtype == np.dtype(dtype)
+    assert packed.data.shape == (sum(lengths),)
+    padded, out_lengths = pad_packed_sequence(packed, batch_first=batch_first)
+    assert out_lengths.tolist() == list(lengths)
+    for b, seq in enumerate(seqs):
+        row = padded[b] if batch_first else padded[:, b]
+        np.testing.assert_array_equal(row[:len(seq)], seq)
+        assert not row[len(seq):].any()
+
+
+def test_recurrent_layers_still_refuse_integer_input():
+    packed = pack_padded_sequence(np.ones((3, 2, 4), np.int64), [3, 2])
+    with pytest.raises(TypeError, match=r"input\.data must be a float32 or float64 array, "
+                                        r"got int64"):
+        rnnkit.nn.LSTM(4, 5)(packed)
+
+
+def test_non_numeric_sequences_are_refused():
+    with pytest.raises(TypeError, match=r"input must be a numeric or bool array, got <U1"):
+        pack_padded_sequence(np.array([["a", "b"]]), [1, 1])

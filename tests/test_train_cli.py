@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("aeon")
-pytest.importorskip("matplotlib")
-pytest.importorskip("tqdm")
+import rnnkit
+from rnnkit.cli import main
+from rnnkit.data import load_dataset
+from rnnkit.models import SequenceClassifier
 
-import rnnkit  # noqa: E402
-from rnnkit.cli import main  # noqa: E402
-from rnnkit.data import load_dataset  # noqa: E402
-from rnnkit.models import SequenceClassifier  # noqa: E402
+from helpers import require
 
 SMALL = ["--hidden-size", "16", "--batch-size", "32", "--dropout", "0.2", "--noise", "0.1",
          "--seed", "3", "--lr-decay", "0.9"]
@@ -57,13 +55,24 @@ def write_ts(path: Path, series, labels=None, classes=None) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@pytest.fixture(scope="session")
+def data_extra():
+    """rnnkit[data]'s packages, which training needs: aeon (the data sets), matplotlib (the
+    plots) and tqdm (the bar). Missing, the tests that train skip (fail under CI)."""
+    for module in ("aeon", "matplotlib", "tqdm"):
+        require(module)
+
+
+needs_data_extra = pytest.mark.usefixtures("data_extra")
+
+
 @pytest.fixture(scope="module")
-def vowels():
+def vowels(data_extra):
     return load_dataset("JapaneseVowels")
 
 
 @pytest.fixture(scope="module")
-def run3(tmp_path_factory):
+def run3(tmp_path_factory, data_extra):
     """An uninterrupted 3-epoch run: ``(folder, exit code, stdout, stderr)``."""
     out = tmp_path_factory.mktemp("run") / "full"
     code, stdout, stderr = run_cli("train", "--out", out, "--epochs", "3", *SMALL)
@@ -219,12 +228,14 @@ def _fails(*argv) -> str:
     return stderr
 
 
+@needs_data_extra
 def test_unknown_data_set_lists_known_ones(tmp_path):
     err = _fails("train", "--dataset", "NoSuchSet", "--out", tmp_path / "o")
     assert err.startswith("rnnkit train: unknown data set 'NoSuchSet'")
     assert "JapaneseVowels" in err and "--data FILE.ts" in err
 
 
+@needs_data_extra
 def test_unreadable_data_files(tmp_path):
     err = _fails("train", "--data", tmp_path / "missing.ts", "--out", tmp_path / "o")
     assert err == f"rnnkit train: data file not found: {tmp_path / 'missing.ts'}\n"
@@ -238,6 +249,7 @@ def test_unreadable_data_files(tmp_path):
     assert "model file not found" in err
 
 
+@needs_data_extra
 def test_labels_missing(tmp_path):
     path = tmp_path / "nolabels.ts"
     write_ts(path, [np.ones((4, 2)), np.zeros((3, 2))])
@@ -266,6 +278,7 @@ def test_model_file_that_is_not_rnnkits(run3, tmp_path):
     assert "has 3 channels per step, but the model was trained on 12" in err
 
 
+@needs_data_extra
 def test_output_folder_that_cannot_be_written(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

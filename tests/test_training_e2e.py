@@ -12,8 +12,6 @@ from rnnkit.nn.utils.rnn import pack_padded_sequence
 
 from helpers import assert_close, to_numpy
 
-torch = pytest.importorskip("torch")
-
 INPUT, HIDDEN, CLASSES, STEPS = 4, 8, 3, 30
 
 
@@ -25,12 +23,13 @@ class Classifier(nn.Module):
         self.fc = nn.Linear(2 * HIDDEN, CLASSES, dtype=np.float64)
 
 
-class TorchClassifier(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lstm = torch.nn.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True,
-                                  batch_first=True, dtype=torch.float64)
-        self.fc = torch.nn.Linear(2 * HIDDEN, CLASSES, dtype=torch.float64)
+def torch_classifier(torch):
+    """The same classifier in torch (a torch.nn.Module, so built once torch is imported)."""
+    model = torch.nn.Module()
+    model.lstm = torch.nn.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True,
+                               batch_first=True, dtype=torch.float64)
+    model.fc = torch.nn.Linear(2 * HIDDEN, CLASSES, dtype=torch.float64)
+    return model
 
 
 def loss_fn(model, x, lengths, y):
@@ -40,7 +39,7 @@ def loss_fn(model, x, lengths, y):
     return nn.functional.cross_entropy(model.fc(features), y)
 
 
-def torch_loss_fn(model, x, lengths, y):
+def torch_loss_fn(torch, model, x, lengths, y):
     packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
                                                      enforce_sorted=False)
     _, (h_n, _) = model.lstm(packed)
@@ -63,9 +62,9 @@ def batches(seed):
     lambda params, lib: lib.optim.Adam(params, lr=1e-2),
     lambda params, lib: lib.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True),
 ], ids=["adam", "sgd-nesterov"])
-def test_loss_trajectory_matches_torch(make_opt):
+def test_loss_trajectory_matches_torch(make_opt, torch):
     torch.manual_seed(0)
-    theirs = TorchClassifier()
+    theirs = torch_classifier(torch)
     ours = Classifier()
     ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
     opt_t = make_opt(theirs.parameters(), torch)
@@ -73,7 +72,8 @@ def test_loss_trajectory_matches_torch(make_opt):
     losses, losses_t = [], []
     for x, lengths, y in batches(0):
         opt_t.zero_grad()
-        loss_t = torch_loss_fn(theirs, torch.tensor(x), torch.tensor(lengths), torch.tensor(y))
+        loss_t = torch_loss_fn(torch, theirs, torch.tensor(x), torch.tensor(lengths),
+                               torch.tensor(y))
         loss_t.backward()
         torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
         opt_t.step()

@@ -9,8 +9,6 @@ from rnnkit import nn
 
 from helpers import assert_close, to_numpy, torch_dtype
 
-torch = pytest.importorskip("torch")
-
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: {"rtol": 1e-9, "atol": 1e-12}, np.float32: {"rtol": 1e-4, "atol": 1e-5}}
 
@@ -31,7 +29,7 @@ def check_grads(theirs, grads, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(6, 4), (4,), (2, 3, 4)])
-def test_linear_matches_torch(dtype, bias, shape, rng):
+def test_linear_matches_torch(dtype, bias, shape, rng, torch):
     theirs = torch.nn.Linear(4, 3, bias=bias, dtype=torch_dtype(torch, dtype))
     ours = nn.Linear(4, 3, bias=bias, dtype=dtype)
     copy_weights(theirs, ours)
@@ -93,7 +91,7 @@ def test_linear_rejects_bad_input():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("padding_idx", [None, 0, 3, -2])
-def test_embedding_matches_torch(dtype, padding_idx, rng):
+def test_embedding_matches_torch(dtype, padding_idx, rng, torch):
     theirs = torch.nn.Embedding(7, 5, padding_idx=padding_idx, dtype=torch_dtype(torch, dtype))
     ours = nn.Embedding(7, 5, padding_idx=padding_idx, dtype=dtype)
     assert ours.padding_idx == theirs.padding_idx
@@ -206,7 +204,7 @@ def build_mlp(ns, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sequential_matches_torch(dtype, rng):
+def test_sequential_matches_torch(dtype, rng, torch):
     theirs = build_mlp(torch.nn, torch_dtype(torch, dtype)).eval()
     ours = build_mlp(nn, dtype).eval()
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
@@ -254,7 +252,7 @@ def test_sequential_container_protocol():
     assert_close(nn.Sequential()(x), x, rtol=0, atol=0)  # empty: identity, like torch
 
 
-def test_sequential_of_lstm_and_linear_trains_through_value_and_grad(rng):
+def test_sequential_of_lstm_and_linear_trains_through_value_and_grad(rng, torch):
     class Last(nn.Module):
         def forward(self, out):
             return out[0][-1]

@@ -1,5 +1,7 @@
-"""rnnkit against torch 2.13.0: forward values and gradients, layer by layer, over the
-argument space (a grid plus hypothesis-drawn configurations)."""
+"""The recurrent layers (LSTM, GRU, RNN) and their cells against torch 2.13.0: forward
+values and gradients, layer by layer, over the argument space (a grid plus hypothesis-drawn
+configurations). Linear, Embedding, Dropout and Sequential against torch:
+test_linear_embedding_dropout_vs_torch.py."""
 
 import itertools
 
@@ -21,8 +23,6 @@ from helpers import (
     to_numpy,
     torch_dtype,
 )
-
-torch = pytest.importorskip("torch")
 
 DTYPES = [np.float32, np.float64]
 
@@ -64,11 +64,11 @@ def _states(kind, kw, N, dtype, rng, unbatched=False):
     return h
 
 
-def _to_torch(hx, requires_grad=True):
+def _to_torch(torch, hx, requires_grad=True):
     if hx is None:
         return None
     if isinstance(hx, tuple):
-        return tuple(_to_torch(h) for h in hx)
+        return tuple(_to_torch(torch, h) for h in hx)
     return torch.tensor(hx, requires_grad=requires_grad)
 
 
@@ -84,16 +84,16 @@ def _weighted_sum(arrays, coefficients, lib):
     total = 0.0
     for a, w in zip(arrays, coefficients):
         if a is not None:
-            total = total + (a * (lib.tensor(w) if lib is torch else w)).sum()
+            total = total + (a * (w if lib is np else lib.tensor(w))).sum()
     return total
 
 
-def _check_layer(kind, kw, dtype, x, hx, rng, lengths=None):
+def _check_layer(torch, kind, kw, dtype, x, hx, rng, lengths=None):
     """Forward values and gradients (parameters, input, initial states) equal torch's."""
     torch.manual_seed(0)
     theirs, ours = build_pair(torch, kind, dtype, **kw)
     x_t = torch.tensor(x, requires_grad=True)
-    hx_t = _to_torch(hx)
+    hx_t = _to_torch(torch, hx)
     if lengths is not None:
         packed_t = torch.nn.utils.rnn.pack_padded_sequence(
             x_t, torch.tensor(lengths), batch_first=kw["batch_first"], enforce_sorted=False
@@ -147,13 +147,13 @@ def _check_layer(kind, kw, dtype, x, hx, rng, lengths=None):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", GRID, ids=[_ids(c) for c in GRID])
-def test_layer_matches_torch(case, dtype, rng):
+def test_layer_matches_torch(case, dtype, rng, torch):
     kind, kw, with_hx = case
     L, N = 4, 3
     shape = (N, L, kw["input_size"]) if kw["batch_first"] else (L, N, kw["input_size"])
     x = rng.standard_normal(shape).astype(dtype)
     hx = _states(kind, kw, N, dtype, rng) if with_hx else None
-    _check_layer(kind, kw, dtype, x, hx, rng)
+    _check_layer(torch, kind, kw, dtype, x, hx, rng)
 
 
 PACKED = [
@@ -170,7 +170,7 @@ PACKED = [
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["nohx", "hx"])
 @pytest.mark.parametrize("kind,extra", PACKED)
-def test_packed_matches_torch(kind, extra, with_hx, dtype, rng):
+def test_packed_matches_torch(kind, extra, with_hx, dtype, rng, torch):
     kw = _layer_kwargs(kind, 1, False, False, True, {})
     kw.update(extra)
     lengths = [3, 6, 1, 6, 4]  # unsorted, with a tie
@@ -178,7 +178,7 @@ def test_packed_matches_torch(kind, extra, with_hx, dtype, rng):
     shape = (N, L, kw["input_size"]) if kw["batch_first"] else (L, N, kw["input_size"])
     x = rng.standard_normal(shape).astype(dtype)
     hx = _states(kind, kw, N, dtype, rng) if with_hx else None
-    _check_layer(kind, kw, dtype, x, hx, rng, lengths=lengths)
+    _check_layer(torch, kind, kw, dtype, x, hx, rng, lengths=lengths)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -186,12 +186,12 @@ def test_packed_matches_torch(kind, extra, with_hx, dtype, rng):
 @pytest.mark.parametrize("kind,extra", [("LSTM", {"bidirectional": True, "proj_size": 2}),
                                         ("GRU", {"num_layers": 2}),
                                         ("RNN", {"bidirectional": True})])
-def test_unbatched_matches_torch(kind, extra, with_hx, dtype, rng):
+def test_unbatched_matches_torch(kind, extra, with_hx, dtype, rng, torch):
     kw = _layer_kwargs(kind, 1, False, False, True, {})
     kw.update(extra)
     x = rng.standard_normal((4, kw["input_size"])).astype(dtype)
     hx = _states(kind, kw, None, dtype, rng, unbatched=True) if with_hx else None
-    _check_layer(kind, kw, dtype, x, hx, rng)
+    _check_layer(torch, kind, kw, dtype, x, hx, rng)
 
 
 @st.composite
@@ -219,17 +219,17 @@ def layer_configs(draw):
 
 
 @given(layer_configs())
-def test_drawn_configurations_match_torch(config):
+def test_drawn_configurations_match_torch(torch, config):
     kind, kw, lengths, packed, with_hx, seed = config
     rng = np.random.default_rng(seed)
     N, L = len(lengths), max(lengths)
     shape = (N, L, kw["input_size"]) if kw["batch_first"] else (L, N, kw["input_size"])
     x = rng.standard_normal(shape)
     hx = _states(kind, kw, N, np.float64, rng) if with_hx else None
-    _check_layer(kind, kw, np.float64, x, hx, rng, lengths=lengths if packed else None)
+    _check_layer(torch, kind, kw, np.float64, x, hx, rng, lengths=lengths if packed else None)
 
 
-def test_seed_example():
+def test_seed_example(torch):
     """The explainer's example: LSTM(10, 20, 2), input (5, 3, 10), h0/c0 (2, 3, 20)."""
     torch.manual_seed(0)
     rnn_t = torch.nn.LSTM(10, 20, 2)
@@ -257,7 +257,7 @@ CELLS = [("LSTMCell", {}), ("LSTMCell", {"bias": False}), ("GRUCell", {}),
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["nohx", "hx"])
 @pytest.mark.parametrize("kind,extra", CELLS)
-def test_cell_matches_torch(kind, extra, with_hx, batched, dtype, rng):
+def test_cell_matches_torch(kind, extra, with_hx, batched, dtype, rng, torch):
     torch.manual_seed(1)
     theirs, ours = build_pair(torch, kind, dtype, input_size=4, hidden_size=5, **extra)
     lead = (3,) if batched else ()
@@ -266,7 +266,7 @@ def test_cell_matches_torch(kind, extra, with_hx, batched, dtype, rng):
     if with_hx:
         h = rng.standard_normal(lead + (5,)).astype(dtype)
         hx = (h, rng.standard_normal(lead + (5,)).astype(dtype)) if kind == "LSTMCell" else h
-    x_t, hx_t = torch.tensor(x, requires_grad=True), _to_torch(hx)
+    x_t, hx_t = torch.tensor(x, requires_grad=True), _to_torch(torch, hx)
     out_t = theirs(x_t, hx_t)
     outs_t = list(out_t) if kind == "LSTMCell" else [out_t]
     coefficients = [rng.standard_normal(tuple(o.shape)).astype(dtype) for o in outs_t]
@@ -301,7 +301,7 @@ def test_cell_matches_torch(kind, extra, with_hx, batched, dtype, rng):
 @pytest.mark.parametrize("kind,extra", [("LSTM", {"proj_size": 3, "bidirectional": True}),
                                         ("GRU", {"bidirectional": True}),
                                         ("RNN", {"nonlinearity": "relu", "bias": False})])
-def test_state_dict_round_trip_with_torch(kind, extra):
+def test_state_dict_round_trip_with_torch(kind, extra, torch):
     """Parameter names, order, shapes and init range are torch's; weights move both ways."""
     torch.manual_seed(2)
     kw = dict(input_size=4, hidden_size=6, num_layers=2, **extra)
@@ -335,6 +335,9 @@ def test_float32_layers_compute_in_float32(rng):
     lstm = rnnkit.nn.LSTM(3, 4, bidirectional=True)
     out, (h, c) = lstm(rng.standard_normal((2, 2, 3)).astype(np.float32))
     assert out.dtype == h.dtype == c.dtype == np.float32
+
+
+def test_torch_dtype_names_the_same_precision(torch):
     assert torch_dtype(torch, np.float32) == torch.float32
 
 
@@ -352,4 +355,4 @@ def test_sigmoid_tanh_saturate_without_warnings():
             assert np.all(np.isfinite(out))
         out = lstm(np.array([[[-1e4]]], dtype=dtype))[0]
         # i = f = o = σ(-1e4 + ...) = 0 -> c = h = 0
-        assert_close(out, np.zeros((1, 1, 2)), atol=1e-30)
+        assert_close(out, np.zeros((1, 1, 2), dtype), atol=1e-30)
