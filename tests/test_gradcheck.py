@@ -123,3 +123,21 @@ def test_stacked_layers_untraced_keeps_no_history_and_agrees(mode, proj, rng):
         np.testing.assert_allclose(o, t, rtol=1e-13, atol=1e-14)
     if not lstm:
         assert plain[2] is None
+
+
+@pytest.mark.parametrize("mode,proj", [m for m in STACKS if not m[1]])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_stacked_layers_with_a_cells_states(mode, proj, bias, rng):
+    # a cell passes its (N, H) states as they are: one step, one layer-direction
+    x, h_0, c_0, flat = _stack_args(rng, mode, 0, 1, bias, layers=1, L=1)
+    lstm = MODES[mode].cell_state
+    spec = StackSpec(mode, 1, 1, 0.0, False, None, bias, False)
+
+    def f(x, h, c, *flat):
+        out = _autodiff.stacked_layers(spec, x, h, c, list(flat))
+        assert out[1].shape == h.shape
+        return _flat(out if lstm else out[:2])
+
+    args = (x, h_0[0], c_0[0] if lstm else np.zeros(1), *flat)
+    argnum = tuple(k for k in range(len(args)) if lstm or k != 2)
+    check_grads(f, argnum=argnum, modes=["rev"], order=1)(*args)

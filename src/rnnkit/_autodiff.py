@@ -65,7 +65,7 @@ class no_grad(contextlib.ContextDecorator):
 
 def _tracing(*values) -> bool:
     """True when a gradient must flow through this call."""
-    return not _grad_disabled() and any(isbox(v) for v in values)
+    return not _grad_disabled() and any(map(isbox, values))
 
 
 # ---------------------------------------------------------------- saved activations
@@ -137,11 +137,19 @@ class StackSpec(NamedTuple):
 def _stack(spec, x, h_0, c_0, *flat):
     """Returns ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n, saved)`` else
     (autograd has no vector space for a None output)."""
-    return _stack_forward(spec, x, h_0, c_0, flat, keep=True)
+    output, h_n, c_n, saved = _stack_forward(spec, x, h_0, c_0, flat, keep=True)
+    return (output, h_n) + ((c_n,) if c_n is not None else ()) + (_Saved(saved),)
+
+
+def _at(states, k):
+    """Where layer-direction ``k``'s state sits: row ``k`` of ``(num_layers * D, N, H)``
+    states; a cell's ``(N, H)`` state is that of its one layer-direction."""
+    return k if states.ndim == 3 else Ellipsis
 
 
 def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
-    """The stack's forward on plain arrays; ``keep``: also the histories the VJP needs."""
+    """The stack's forward on plain arrays: ``(output, h_n, c_n, saved)``, ``c_n`` None but
+    for the LSTM; ``saved``, with ``keep``, the histories the VJP needs."""
     mode = MODES[spec.mode]
     D = spec.num_directions
     h_n = np.empty_like(h_0)
@@ -151,12 +159,13 @@ def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
         outs, kept = [], []
         for direction in range(D):
             k = D * layer + direction
-            out, h_n[k], c_k, s = mode.forward(
-                layer_input, h_0[k], c_0[k] if mode.cell_state else None,
+            at = _at(h_0, k)
+            out, h_n[at], c_k, s = mode.forward(
+                layer_input, h_0[at], c_0[at] if mode.cell_state else None,
                 layer_weights(flat, k, spec.bias, spec.proj), spec.batch_sizes,
                 direction == 1, keep)
             if mode.cell_state:
-                c_n[k] = c_k
+                c_n[at] = c_k
             outs.append(out)
             kept.append(s)
         output = outs[0] if D == 1 else np.concatenate(outs, axis=2)  # forward first
@@ -167,7 +176,7 @@ def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
         if keep:
             saved.append((layer_input, kept, mask))
         layer_input = output
-    return (layer_input, h_n) + ((c_n,) if mode.cell_state else ()) + (_Saved(saved),)
+    return layer_input, h_n, c_n, saved
 
 
 def _stack_vjp(argnums, ans, args, kwargs):
@@ -175,7 +184,7 @@ def _stack_vjp(argnums, ans, args, kwargs):
     mode = MODES[spec.mode]
     D = spec.num_directions
     saved = ans[-1].arrays
-    H_out = h_0.shape[2]
+    H_out = h_0.shape[-1]
 
     def vjp(g):
         d, dh_n = g[0], g[1]  # nobody uses `saved`: its cotangent is a placeholder
@@ -190,13 +199,14 @@ def _stack_vjp(argnums, ans, args, kwargs):
             d_input = None
             for direction in range(D):
                 k = D * layer + direction
+                at = _at(h_0, k)
                 d_dir = d if D == 1 else d[:, :, direction * H_out:(direction + 1) * H_out]
-                dx, dh_0[k], dc_k, grads = mode.backward(
+                dx, dh_0[at], dc_k, grads = mode.backward(
                     layer_input, layer_weights(flat, k, spec.bias, spec.proj), kept[direction],
-                    d_dir, dh_n[k], dc_n[k] if mode.cell_state else None, spec.batch_sizes,
+                    d_dir, dh_n[at], dc_n[at] if mode.cell_state else None, spec.batch_sizes,
                     direction == 1)
                 if mode.cell_state:
-                    dc_0[k] = dc_k
+                    dc_0[at] = dc_k
                 d_flat[k * len(grads):(k + 1) * len(grads)] = grads
                 d_input = dx if d_input is None else d_input + dx
             d = d_input
@@ -218,20 +228,25 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat):
         x: ``(L, N, H_in)``, time-major; rows sorted by decreasing length when
             ``spec.batch_sizes`` is given.
         h_0: ``(num_layers * D, N, H_out)``. c_0: ``(num_layers * D, N, H_cell)`` for the
-            LSTM, ignored for the others.
+            LSTM, ignored for the others. A cell (one layer-direction) passes its
+            ``(N, H)`` states as they are, and gets ``h_n``, ``c_n`` of that shape back:
+            no traced indexing around it.
         flat: per layer-direction ``k = D * layer + direction`` its weights in the order
             of ``rnnkit._modes.weight_names``.
 
     Returns:
         ``output (L, N, D * H_out), h_n, c_n`` (``c_n`` None but for the LSTM).
     """
-    c_0 = c_0 if MODES[spec.mode].cell_state else None
+    cell_state = MODES[spec.mode].cell_state
+    c_0 = c_0 if cell_state else None
     if _tracing(x, h_0, c_0, *flat):
         res = _stack(spec, x, h_0, c_0, *flat)
-    else:  # nothing to differentiate: keep no per-step history
-        res = _stack_forward(spec, *map(getval, (x, h_0, c_0)), list(map(getval, flat)),
-                             keep=False)
-    return res[0], res[1], (res[2] if MODES[spec.mode].cell_state else None)
+        return res[0], res[1], (res[2] if cell_state else None)
+    # nothing to differentiate (inside no_grad the values may still be boxes): keep no
+    # per-step history
+    output, h_n, c_n, _ = _stack_forward(spec, getval(x), getval(h_0), getval(c_0),
+                                         list(map(getval, flat)), keep=False)
+    return output, h_n, c_n
 
 
 # ---------------------------------------------------------------- plain numpy on traced values

@@ -53,7 +53,24 @@ def _init(shape, hidden_size, dtype) -> Parameter:
     return Parameter(default_generator().uniform(-k, k, size=shape).astype(dtype))
 
 
-class RNNBase(Module):
+class _StackModule(Module):
+    """A module whose forward is one ``stacked_layers`` call (the layers and the cells);
+    each lists its parameter names in flat order in ``_flat_names``."""
+
+    def _flat_weights(self) -> list:
+        """The weights in ``stacked_layers``' order (``rnnkit._modes.weight_names`` per
+        layer-direction). Traced values while differentiating; otherwise plain ndarray views,
+        cached until a parameter is replaced (in-place updates show through the views)."""
+        if self._traced:
+            return [self._param(name) for name in self._flat_names()]
+        key = tuple(map(id, self._parameters.values()))
+        if self.__dict__.get("_plain_key") != key:
+            self._plain_flat = [np.asarray(self._parameters[name]) for name in self._flat_names()]
+            self._plain_key = key
+        return self._plain_flat
+
+
+class RNNBase(_StackModule):
     """The machinery shared by :class:`LSTM`, :class:`GRU` and :class:`RNN`."""
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
@@ -160,18 +177,6 @@ class RNNBase(Module):
         return cfg
 
     # ------------------------------------------------------------ forward
-
-    def _flat_weights(self) -> list:
-        """The weights in ``stacked_layers``' order (``rnnkit._modes.weight_names`` per
-        layer-direction). Traced values while differentiating; otherwise plain ndarray views,
-        cached until a parameter is replaced (in-place updates show through the views)."""
-        if self._traced:
-            return [self._param(name) for name in self._flat_names()]
-        key = tuple(map(id, self._parameters.values()))
-        if self.__dict__.get("_plain_key") != key:
-            self._plain_flat = [np.asarray(self._parameters[name]) for name in self._flat_names()]
-            self._plain_key = key
-        return self._plain_flat
 
     def _flat_names(self) -> list[str]:
         return [kind + layer_suffix(layer, direction)
@@ -419,7 +424,7 @@ class RNN(RNNBase):
 # ---------------------------------------------------------------- cells
 
 
-class RNNCellBase(Module):
+class RNNCellBase(_StackModule):
     """The machinery shared by the cells: parameters, init, input checks, and one forward:
     a cell is its layer's stack primitive with one layer, one direction and one step."""
 
@@ -451,6 +456,9 @@ class RNNCellBase(Module):
             cfg["nonlinearity"] = self.nonlinearity
         return cfg
 
+    def _flat_names(self) -> list[str]:
+        return list(weight_names(self.bias, False))
+
     def _check_input(self, input):
         """Returns ``(x (1, N, H_in), unbatched)``."""
         array = float_array("input", input, self.dtype)
@@ -464,20 +472,21 @@ class RNNCellBase(Module):
         return (input[None, None, :] if unbatched else input[None]), unbatched
 
     def _check_state(self, name, state, N, unbatched):
-        """``state`` as ``(1, N, H)``: one layer-direction's state."""
+        """``state`` as ``(N, H)``."""
         array = float_array(name, state, self.dtype)
         if unbatched:
             expect_shape(name, array, (self.hidden_size,), "unbatched (hidden_size,)")
-            return state[None, None]
+            return state[None]
         expect_shape(name, array, (N, self.hidden_size), "(batch, hidden_size)")
-        return state[None]
+        return state
 
     def _states(self, hx, N, unbatched):
-        """``(h, c)``, each ``(1, N, H)`` (``c`` None but for the LSTMCell); zeros for None."""
+        """``(h, c)``, each ``(N, H)`` (``c`` None but for the LSTMCell); zeros for None."""
         cell_state = MODES[self.mode].cell_state
         if hx is None:
-            zeros = [np.zeros((1, N, self.hidden_size), dtype=self.dtype) for _ in range(2)]
-            return zeros[0], (zeros[1] if cell_state else None)
+            shape = (N, self.hidden_size)
+            return np.zeros(shape, self.dtype), (np.zeros(shape, self.dtype) if cell_state
+                                                 else None)
         if not cell_state:
             return self._check_state("hx", hx, N, unbatched), None
         if not isinstance(getval(hx), (tuple, list)) or len(getval(hx)) != 2:
@@ -491,9 +500,7 @@ class RNNCellBase(Module):
         x, unbatched = self._check_input(input)
         h, c = self._states(hx, getval(x).shape[1], unbatched)
         spec = StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
-        flat = [self._param(name) for name in weight_names(self.bias, False)]
-        _, h, c = stacked_layers(spec, x, h, c, flat)  # h, c: (1, N, H)
-        h, c = h[0], (None if c is None else c[0])
+        _, h, c = stacked_layers(spec, x, h, c, self._flat_weights())  # h, c: (N, H)
         if unbatched:
             h, c = h[0], (None if c is None else c[0])
         return h if c is None else (h, c)
