@@ -216,3 +216,51 @@ def test_each_kernel_argument_is_in_its_module_buffer_table(mode):
         fn = getattr(module, kernel)
         params = inspect.signature(getattr(fn, "py_func", fn)).parameters
         assert set(params) - {"reverse", "relu"} <= set(table), kernel
+
+
+# ---------------------------------------------------------------- the kernels' cache
+
+_CALL_RNN_KERNEL = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from _kernels import rnn  # a copy of rnnkit/_kernels, imported as its own package
+
+    L, N, H = 3, 2, 4
+    f = np.float32
+    rnn.rnn_forward(np.ones((L, N, H), f), np.ones((H, H), f), np.full(L, N), False, False,
+                    np.zeros((L + 1, N, H), f), np.empty((N, H), f), np.empty((L, N, H), f))
+    stats = rnn.rnn_forward.stats
+    print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+""")
+
+
+def test_editing_a_shared_helper_recompiles_the_kernels_that_use_it(tmp_path):
+    # numba stamps a kernel's cache with the kernel's own file; rnnkit's locator adds the
+    # shared helpers' contents, so an edit of _math.py alone must not leave a stale kernel
+    import shutil
+
+    import rnnkit._kernels
+
+    folder = os.path.dirname(rnnkit._kernels.__file__)
+    copy = tmp_path / "_kernels"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def run():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+        result = subprocess.run([sys.executable, "-c", _CALL_RNN_KERNEL, str(tmp_path)],
+                                capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr
+        hits, misses = map(int, result.stdout.split())
+        return hits, misses
+
+    assert run() == (0, 1)  # compiled and cached
+    assert run() == (1, 0)  # loaded from the cache
+    kernel_stamp = os.stat(copy / "rnn.py")
+    math_py = copy / "_math.py"
+    math_py.write_text(math_py.read_text().replace(
+        "return np.tanh(x)", "return np.tanh(x)  # an edit"))
+    assert run() == (0, 1)  # the edit is seen: recompiled
+    assert run() == (1, 0)
+    after = os.stat(copy / "rnn.py")  # the kernel's own file never changed
+    assert (after.st_mtime_ns, after.st_size) == (kernel_stamp.st_mtime_ns, kernel_stamp.st_size)
