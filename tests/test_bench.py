@@ -95,6 +95,11 @@ def test_json_document(capsys, monkeypatch):
     assert infer["ort_ratio"] == pytest.approx(infer["ort_ms"] / infer["rnnkit_ms"])
     assert train["ort_ms"] is None and "gemm_share" not in train  # ORT runs inference only
     assert 0 < infer["gemm_share"] <= 9.99
+    assert doc["sgemm_gflops"] > 0
+    for r in rows.values():  # the time over the FLOP bound at the run's own sgemm rate
+        cell = bench._Cell("seed", "RNN", r["task"])
+        bound_ms = bench._flops(cell) / (doc["sgemm_gflops"] * 1e9) * 1e3
+        assert r["bound_ratio"] == pytest.approx(r["rnnkit_ms"] / bound_ms)
     ratios = [r["torch_ratio"] for r in rows.values()]
     assert doc["geomean_torch_ratio"] == pytest.approx(
         math.exp(sum(map(math.log, ratios)) / len(ratios)))
@@ -116,10 +121,12 @@ def test_table_says_absent_for_missing_peers():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:3] == ["cell", "rnnkit", "ms"]
+    assert lines[0].startswith("sgemm 2048^3 on rnnkit's BLAS, 2 threads: ")  # the bound's rate
+    assert lines[1].split()[:5] == ["cell", "rnnkit", "ms", "x", "bound"]
     infer = next(line for line in lines if line.startswith("seed GRU infer"))
     train = next(line for line in lines if line.startswith("seed GRU train"))
-    assert infer.split()[4:6] == ["absent", "absentx"]  # torch ms, torch/rk
+    assert infer.split()[5:7] == ["absent", "absentx"]  # torch ms, torch/rk
+    assert float(infer.split()[4].rstrip("x")) > 0  # x bound
     assert train.count("absent") == 4  # torch and ORT columns
     assert float(infer.split()[3]) > 0  # rnnkit's own time is there
     assert "geometric mean: no peer" in done.stdout
@@ -143,3 +150,13 @@ def test_bad_numbers_are_usage_errors(argv, capsys):
         main(["bench", *argv])
     assert exit_info.value.code == 2
     assert argv[0] in capsys.readouterr().err
+
+
+def test_flops_count_every_product_of_the_cell():
+    # seed: T5 B3 I10 H20, 2 layers; LSTM G = 80; layer 1 reads H = 20 features
+    infer = bench._flops(bench._Cell("seed", "LSTM", "infer"))
+    assert infer == 2 * 5 * 3 * 80 * (10 + 20) + 2 * 5 * 3 * 80 * (20 + 20)
+    assert bench._flops(bench._Cell("seed", "LSTM", "train")) == 3 * infer
+    packed = bench._Cell("packed", "GRU", "infer")  # only the steps each sequence has
+    assert bench._flops(packed) == pytest.approx(
+        2 * packed.lengths.sum() * 768 * ((256 + 256) + (256 + 256)))

@@ -6,6 +6,11 @@ and ORT/rnnkit (above 1: rnnkit is faster), then their geometric mean, the peak
 memory of one call (each framework in a fresh subprocess) and the first-call
 time (numba compiling cold, then loading from its cache). float32, 2 threads.
 
+Each row's "x bound" is rnnkit's time divided by the FLOP bound: the cell's matrix
+products (input projections, per-step products and, for training, the backward's
+three more of each) at the sgemm rate of this run (float32 2048^3 on rnnkit's BLAS,
+2 threads, measured once at the start). Packed cells count the real steps only.
+
 Grid (T steps, B batch, I input, H hidden, L layers, D directions):
   seed T5 B3 I10 H20 L2 | tiny T100 B1 I32 H32 | small T100 B16 I128 H128
   medium T100 B64 I256 H256 L2 | bidir T100 B32 I256 H256 L2 D2
@@ -209,6 +214,38 @@ def _time_interleaved(calls, repeats, budget, block=3, settle=None, warm=None):
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def _flops(cell) -> float:
+    """The matrix products of one call of ``cell``: per layer-direction, the input
+    projection (2 B I G per step) and the recurrent product (2 B H G per step), over the
+    steps each sequence really has; a training step adds the backward's dx, dW_ih, dh and
+    dW_hh, as many again twice over."""
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[cell.mode] * cell.H
+    rows = float(cell.lengths.sum()) if cell.lengths is not None else cell.T * cell.B
+    total = 0.0
+    for layer in range(cell.layers):
+        I = cell.I if layer == 0 else cell.H * cell.D
+        total += cell.D * 2.0 * rows * G * (I + cell.H)
+    return total * (3 if cell.task == "train" else 1)
+
+
+def _sgemm_rate(seconds: float = 1.0) -> float:
+    """FLOP/s of a float32 2048^3 product on rnnkit's BLAS (2 threads): the best of the
+    products that fit in ``seconds``, at least three."""
+    import numpy as np
+
+    from rnnkit._kernels.blas import matmul
+
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    matmul(a, a)
+    best, end, n = math.inf, time.perf_counter() + seconds, 0
+    while n < 3 or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        matmul(a, a)
+        best = min(best, time.perf_counter() - t0)
+        n += 1
+    return 2.0 * 2048 ** 3 / best
+
+
 def _gemm_seconds(cell):
     """Seconds the GEMMs alone take in an rnnkit inference: per layer-direction, the
     input projection and T per-step (B, H) x (H, G) products, on the BLAS rnnkit's
@@ -353,7 +390,10 @@ def run(args) -> int:
 
     rows = []
     tmpdir = tempfile.mkdtemp(prefix="rnnkit-bench-")
+    rate = _sgemm_rate()
     if not args.json:
+        print(f"sgemm 2048^3 on rnnkit's BLAS, {THREADS} threads: {rate / 1e9:.0f} GFLOP/s",
+              flush=True)
         print(_header(), flush=True)
     for size in sizes:
         for mode in modes:
@@ -374,6 +414,7 @@ def run(args) -> int:
                 row["torch_ratio"] = (row["torch_ms"] / row["rnnkit_ms"]
                                       if row["torch_ms"] else None)
                 row["ort_ratio"] = row["ort_ms"] / row["rnnkit_ms"] if row["ort_ms"] else None
+                row["bound_ratio"] = med["rnnkit"] / (_flops(cell) / rate)
                 if task == "infer":
                     row["gemm_share"] = min(_gemm_seconds(cell) / med["rnnkit"], 9.99)
                 rows.append(row)
@@ -381,7 +422,8 @@ def run(args) -> int:
                     print(_format_row(row, "torch" in peers, "ort" in peers), flush=True)
     ratios = [r["torch_ratio"] for r in rows if r["torch_ratio"]]
     ort_ratios = [r["ort_ratio"] for r in rows if r["ort_ratio"]]
-    result = {"threads": THREADS, "dtype": "float32", "repeats": repeats, "rows": rows,
+    result = {"threads": THREADS, "dtype": "float32", "repeats": repeats,
+              "sgemm_gflops": rate / 1e9, "rows": rows,
               "geomean_torch_ratio": _geomean(ratios), "geomean_ort_ratio": _geomean(ort_ratios),
               "notes": notes}
 
@@ -423,8 +465,8 @@ def _geomean(values):
 
 
 def _header():
-    return (f"{'cell':<22}{'rnnkit ms':>11}{'torch ms':>11}{'torch/rk':>10}{'ORT ms':>10}"
-            f"{'ORT/rk':>9}{'gemm%':>7}")
+    return (f"{'cell':<22}{'rnnkit ms':>11}{'x bound':>9}{'torch ms':>11}{'torch/rk':>10}"
+            f"{'ORT ms':>10}{'ORT/rk':>9}{'gemm%':>7}")
 
 
 def _fmt(v, spec, absent):
@@ -437,7 +479,7 @@ def _format_row(r, have_torch, have_ort):
     ort_absent = "absent" if not have_ort else ("n/a" if r["task"] == "train" else "-")
     gemm = r.get("gemm_share")
     torch_ms = _fmt(r["torch_ms"], ">11.3f", f"{torch_absent:>11}")
-    return (f"{name:<22}{r['rnnkit_ms']:>11.3f}{torch_ms}"
+    return (f"{name:<22}{r['rnnkit_ms']:>11.3f}{r['bound_ratio']:>8.2f}x{torch_ms}"
             f"{_fmt(r['torch_ratio'], '>9.2f', f'{torch_absent:>9}')}x"
             f"{_fmt(r['ort_ms'], '>10.3f', f'{ort_absent:>10}')}"
             f"{_fmt(r['ort_ratio'], '>8.2f', f'{ort_absent:>8}')}x"
@@ -469,7 +511,9 @@ def _footer(result):
         lines.append(f"first calls, numba compiling cold: {_fmt(cold, '.2f', '?')} s "
                      f"({c['kernels_cold']}); from the cache: {_fmt(warm, '.2f', '?')} s; "
                      f"import rnnkit: {_fmt(c['import_s'], '.2f', '?')} s")
-    lines.append("ratios above 1: rnnkit is faster. gemm%: the share of rnnkit's inference "
-                 "time that its GEMMs alone take (its BLAS, same shapes)")
+    lines.append("ratios above 1: rnnkit is faster. x bound: rnnkit's time over its matrix "
+                 "products' FLOPs at the sgemm rate above (1.00x: at the machine's limit). "
+                 "gemm%: the share of rnnkit's inference time that its GEMMs alone take (its "
+                 "BLAS, same shapes)")
     lines.extend(f"note: {n}" for n in result["notes"])
     return "\n".join(lines)
