@@ -224,12 +224,14 @@ _CALL_RNN_KERNEL = textwrap.dedent("""
     import sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
-    from _kernels import rnn  # a copy of rnnkit/_kernels, imported as its own package
+    from _kernels import _gemm, rnn  # a copy of rnnkit/_kernels, imported as its own package
 
     L, N, H = 3, 2, 4
     f = np.float32
-    rnn.rnn_forward(np.ones((L, N, H), f), np.ones((H, H), f), np.full(L, N), False, False,
-                    np.zeros((L + 1, N, H), f), np.empty((N, H), f), np.empty((L, N, H), f))
+    panels = _gemm.pack(np.ones((H, H), f), transpose=True)
+    rnn.rnn_forward(np.ones((L, N, H), f), _gemm.address(f), panels, np.full(L, N), False,
+                    False, np.zeros((L + 1, N, H), f),
+                    np.empty((N, panels.shape[0] * panels.shape[2]), f), np.empty((L, N, H), f))
     stats = rnn.rnn_forward.stats
     print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """)

@@ -24,6 +24,7 @@ import functools
 
 import numpy as np
 
+from ._kernels import _gemm
 from ._kernels import gru as _gru
 from ._kernels import lstm as _lstm
 from ._kernels import rnn as _rnn
@@ -57,6 +58,15 @@ def _every_row(L, N):
     """``[N] * L`` for padded input, every row active every step; shared between calls
     (the kernels only read it; left writable so numba sees one array type)."""
     return np.full(L, N, dtype=np.int64)
+
+
+def _step_product(w_hh, N):
+    """``(gemm, w_hh_panels, hw)``: the step product's micro-kernel, ``W_hh^T`` packed
+    once for it (``_kernels/_gemm.py``), and its output buffer, ``(N, G)`` widened to
+    whole panels."""
+    panels = _gemm.pack(w_hh, transpose=True)
+    hw = np.empty((N, panels.shape[0] * panels.shape[2]), w_hh.dtype)
+    return _gemm.address(w_hh.dtype), panels, hw
 
 
 def _state(a, dtype):
@@ -124,12 +134,12 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, P), dt)
-    hw = np.empty((N, G), dt)  # h W_hh^T of a step
+    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
     if not keep:  # two state slots taking turns: memory flat in L
         hs, cs = np.empty((2, N, P), dt), np.empty((2, N, H), dt)
         hs[0], cs[0] = h_0, c_0
         for t0, t1 in _chunks(x, G, reverse):
-            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, w_hr_k,
+            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), gemm, w_hh_panels, w_hr_k,
                                batch_sizes[t0:t1], reverse, hs, cs, hw, output[t0:t1], h_unproj)
             _hand_over(t0, t1, hs, cs)
         return output, hs[0].copy(), cs[0].copy(), None
@@ -137,7 +147,8 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     hs = np.empty((L + 1, N, P), dt)       # the gates in place
     cs = np.empty((L + 1, N, H), dt)
     hs[0], cs[0] = h_0, c_0
-    _lstm.lstm_forward(gates, w_hh, w_hr_k, batch_sizes, reverse, hs, cs, hw, output, h_unproj)
+    _lstm.lstm_forward(gates, gemm, w_hh_panels, w_hr_k, batch_sizes, reverse, hs, cs, hw,
+                       output, h_unproj)
     return output, hs[L].copy(), cs[L].copy(), {"h": hs, "c": cs, "gates": gates}
 
 
@@ -185,13 +196,13 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     output = np.empty((L, N, H), dt)
-    hw = np.empty((N, G), dt)  # h W_hh^T of a step
+    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
     if not keep:  # two state slots taking turns: memory flat in L
         hs = np.empty((2, N, H), dt)
         hs[0] = h_0
         w_hn_h = np.empty((1, N, H), dt)  # W_hn h + b_hn of a step
         for t0, t1 in _chunks(x, G, reverse):
-            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), w_hh, b_hh_k,
+            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), gemm, w_hh_panels, b_hh_k,
                              batch_sizes[t0:t1], reverse, hs, hw, w_hn_h, output[t0:t1])
             _hand_over(t0, t1, hs)
         return output, hs[0].copy(), None
@@ -199,7 +210,8 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     hs = np.empty((L + 1, N, H), dt)          # into the gates in place
     w_hn_h = np.empty((L, N, H), dt)  # W_hn h + b_hn of every step, what r scales
     hs[0] = h_0
-    _gru.gru_forward(gates, w_hh, b_hh_k, batch_sizes, reverse, hs, hw, w_hn_h, output)
+    _gru.gru_forward(gates, gemm, w_hh_panels, b_hh_k, batch_sizes, reverse, hs, hw, w_hn_h,
+                     output)
     return output, hs[L].copy(), {"h": hs, "gates": gates, "w_hn_h": w_hn_h}
 
 
@@ -241,19 +253,19 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse, relu = bool(reverse), nonlinearity == "relu"
     output = np.empty((L, N, H), dt)
-    hw = np.empty((N, H), dt)  # h W_hh^T of a step
+    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
     if not keep:  # two state slots taking turns: memory flat in L
         hs = np.empty((2, N, H), dt)
         hs[0] = h_0
         for t0, t1 in _chunks(x, H, reverse):
-            _rnn.rnn_forward(_project(x[t0:t1], w_ih, b, reverse), w_hh, batch_sizes[t0:t1],
-                             reverse, relu, hs, hw, output[t0:t1])
+            _rnn.rnn_forward(_project(x[t0:t1], w_ih, b, reverse), gemm, w_hh_panels,
+                             batch_sizes[t0:t1], reverse, relu, hs, hw, output[t0:t1])
             _hand_over(t0, t1, hs)
         return output, hs[0].copy(), None
     xw = _project(x, w_ih, b, reverse)  # (L, N, H): every step in one GEMM
     hs = np.empty((L + 1, N, H), dt)
     hs[0] = h_0
-    _rnn.rnn_forward(xw, w_hh, batch_sizes, reverse, relu, hs, hw, output)
+    _rnn.rnn_forward(xw, gemm, w_hh_panels, batch_sizes, reverse, relu, hs, hw, output)
     return output, hs[L].copy(), {"h": hs}
 
 

@@ -22,7 +22,7 @@ import os
 from numba.core import caching
 
 _FOLDER = os.path.dirname(os.path.abspath(__file__))
-SHARED = ("_math.py",)  # what every kernel of this folder compiles in
+SHARED = ("_math.py", "_gemm.py")  # what the kernels of this folder compile in
 
 
 @functools.lru_cache(maxsize=1)

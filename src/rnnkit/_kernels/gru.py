@@ -14,10 +14,12 @@ t = L-1-s when ``reverse`` (the last step first)::
     xw, gates    (L, N, G)       processing   x W_ih^T + b_ih, which the forward turns into
                                               the gates r, z, n in place
     w_hh, b_hh   (G, H), (G,)    -            b_hh zeros without bias
+    gemm         int64           -            address of the step product (_gemm.py)
+    w_hh_panels  (G', H, NR)     -            W_hh^T packed for it: G' = ceil(G / NR)
     batch_sizes  (L,) int64      time         rows active at time t
     hs           (S, N, H)       processing   h entering step s: S = L + 1, or 2 slots
     output       (L, N, H)       time         h' of every step
-    hw           (N, G)          -            h W_hh^T of the step (b_hh not added)
+    hw           (N, G'NR)       -            h W_hh^T of the step, b_hh not added (past G: 0)
     w_hn_h       (K, N, H)       processing   W_hn h + b_hn, what r scales: K = L, or 1 slot
     d_output     (L, N, H)       time         dL/d output
     dh           (N, H)          -            dL/dh carried from step to step
@@ -32,6 +34,7 @@ wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 import numpy as np
 from numba import njit
 
+from ._gemm import step_product
 from ._math import _OPTS, _copy, _sigmoid, _tanh
 
 # ---------------------------------------------------------------- kernels
@@ -62,10 +65,10 @@ def _gru_cell(gm, h_prev, h_new, H):
 
 
 @njit(**_OPTS)
-def gru_forward(xw, w_hh, b_hh, batch_sizes, reverse, hs, hw, w_hn_h, output):
+def gru_forward(xw, gemm, w_hh_panels, b_hh, batch_sizes, reverse, hs, hw, w_hn_h, output):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    read      w_hh, b_hh, batch_sizes
+    read      w_hh_panels (by gemm), b_hh, batch_sizes
     in/out    xw: the input projection (one GEMM by the caller) becomes the gates, in
               place, zeros where a row is inactive (the history the backward reads)
     written   hs: hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s] enters step
@@ -85,7 +88,7 @@ def gru_forward(xw, w_hh, b_hh, batch_sizes, reverse, hs, hw, w_hn_h, output):
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
         gates_s, w_hn_h_s = xw[s], w_hn_h[s % K]
         if n > 0:
-            np.dot(h_in[:n], w_hh.T, hw[:n])  # (n, G): the one GEMM of the step
+            step_product(gemm, h_in, n, w_hh_panels, hw)  # (n, G): the step's product
             for m in range(n):
                 _gru_gates(hw[m], gates_s[m], b_hh, w_hn_h_s[m], H)
                 _gru_cell(gates_s[m], h_in[m], h_out[m], H)

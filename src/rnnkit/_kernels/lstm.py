@@ -14,10 +14,12 @@ walk, t = s, or t = L-1-s when ``reverse`` (the last step first)::
     xw, gates    (L, N, G)       processing   x W_ih^T + b_ih + b_hh, which the forward
                                               turns into the gates i, f, g, o in place
     w_hh, w_hr   (G, P), (P, H)  -            w_hr (0, 0) without projection
+    gemm         int64           -            address of the step product (_gemm.py)
+    w_hh_panels  (G', P, NR)     -            W_hh^T packed for it: G' = ceil(G / NR)
     batch_sizes  (L,) int64      time         rows active at time t
     hs, cs       (S, N, P|H)     processing   h, c entering step s: S = L + 1, or 2 slots
     output       (L, N, P)       time         h' of every step
-    hw           (N, G)          -            h W_hh^T of the step
+    hw           (N, G'NR)       -            h W_hh^T of the step (columns past G: zero)
     h_unproj     (N, H)          -            o ⊙ tanh(c'), h' before W_hr; (0, 0) without
     tanh_c       (N, H)          -            tanh(c') of the step
     d_output     (L, N, P)       time         dL/d output
@@ -33,6 +35,7 @@ wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 import numpy as np
 from numba import njit
 
+from ._gemm import step_product
 from ._math import _OPTS, _copy, _sigmoid, _tanh
 
 # ---------------------------------------------------------------- kernels
@@ -69,10 +72,11 @@ def _lstm_cell(gm, c_prev, c_new, h_new, H):
 
 
 @njit(**_OPTS)
-def lstm_forward(xw, w_hh, w_hr, batch_sizes, reverse, hs, cs, hw, output, h_unproj):
+def lstm_forward(xw, gemm, w_hh_panels, w_hr, batch_sizes, reverse, hs, cs, hw, output,
+                 h_unproj):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    read      w_hh, w_hr, batch_sizes
+    read      w_hh_panels (by gemm), w_hr, batch_sizes
     in/out    xw: the input projection (one GEMM by the caller) becomes the gates, in
               place, zeros where a row is inactive: the history the backward reads
               needs no second buffer
@@ -93,7 +97,7 @@ def lstm_forward(xw, w_hh, w_hr, batch_sizes, reverse, hs, cs, hw, output, h_unp
         c_in, c_out = cs[s % S], cs[(s + 1) % S]
         gates_s = xw[s]
         if n > 0:
-            np.dot(h_in[:n], w_hh.T, hw[:n])  # (n, G): the one GEMM of the step
+            step_product(gemm, h_in, n, w_hh_panels, hw)  # (n, G): the step's product
             _lstm_gates(hw, gates_s, n, H)
             for m in range(n):
                 _lstm_cell(gates_s[m], c_in[m], c_out[m], h_unproj[m] if proj else h_out[m], H)

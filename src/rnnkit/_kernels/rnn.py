@@ -10,10 +10,12 @@ when ``reverse`` (the last step first)::
     name         shape           order        meaning
     xw           (L, N, H)       processing   x W_ih^T + b_ih + b_hh
     w_hh         (H, H)          -
+    gemm         int64           -            address of the step product (_gemm.py)
+    w_hh_panels  (H', H, NR)     -            W_hh^T packed for it: H' = ceil(H / NR)
     batch_sizes  (L,) int64      time         rows active at time t
     hs           (S, N, H)       processing   h entering step s: S = L + 1, or 2 slots
     output       (L, N, H)       time         h' of every step
-    hw           (N, H)          -            h W_hh^T of the step
+    hw           (N, H'NR)       -            h W_hh^T of the step (columns past H: zero)
     d_output     (L, N, H)       time         dL/d output
     dh           (N, H)          -            dL/dh carried from step to step
     da           (L, N, H)       processing   dL/d(xw + hw), the pre-activation
@@ -25,6 +27,7 @@ wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 import numpy as np
 from numba import njit
 
+from ._gemm import step_product
 from ._math import _OPTS, _copy, _tanh
 
 # ---------------------------------------------------------------- kernels
@@ -47,10 +50,11 @@ def _rnn_act(hwm, xwm, h_new, relu, H):
 
 
 @njit(**_OPTS)
-def rnn_forward(xw, w_hh, batch_sizes, reverse, relu, hs, hw, output):
+def rnn_forward(xw, gemm, w_hh_panels, batch_sizes, reverse, relu, hs, hw, output):
     """The forward of training and of inference: one kernel, two kinds of state buffer.
 
-    read      xw (one GEMM by the caller), w_hh, batch_sizes; relu: relu instead of tanh
+    read      xw (one GEMM by the caller), w_hh_panels (by gemm), batch_sizes; relu: relu
+              instead of tanh
     written   hs: hs[0] holds h_0 on entry. Training: S = L + 1 and hs[s] enters step
               s (the backward's history). Inference: S = 2, slots s % 2 and
               (s + 1) % 2 take turns (no history); h_n ends in hs[L % 2]
@@ -64,7 +68,7 @@ def rnn_forward(xw, w_hh, batch_sizes, reverse, relu, hs, hw, output):
         n = min(batch_sizes[t], N)
         h_in, h_out = hs[s % S], hs[(s + 1) % S]
         if n > 0:
-            np.dot(h_in[:n], w_hh.T, hw[:n])  # (n, H): the one GEMM of the step
+            step_product(gemm, h_in, n, w_hh_panels, hw)  # (n, H): the step's product
             for m in range(n):
                 _rnn_act(hw[m], xw[s, m], h_out[m], relu, H)
         for m in range(n):

@@ -1,0 +1,235 @@
+"""The recurrent step's product ``x[:n] @ B`` in a register-blocked SIMD micro-kernel.
+
+OpenBLAS re-packs the recurrent weights on every call, once per step, and reaches
+about 60% of its own large-GEMM rate on these shapes (``benchmarks/step_gemm.py``).
+Here ``B`` is packed once per layer call into panels ``(P, K, NR)`` (``pack``), and
+each step runs a micro-kernel written as LLVM IR with llvmlite (installed with
+numba), compiled at run time for the host CPU:
+
+- a block of MR rows x NR = NV vectors of columns keeps MR x NV accumulators in
+  registers across the k loop; ``x[r, k]`` is broadcast, ``llvm.fma`` multiplies
+  and adds (one rounding);
+- the vector width is the host's (AVX-512: 16 floats, AVX2: 8, else 4; doubles
+  half as many), read from LLVM's host features at run time;
+- the last ``n % MR`` rows run a copy of the block with fewer rows; ``B``'s columns
+  are padded with zeros to whole panels, so the output is ``(N, P * NR)`` wide.
+
+The step kernels call it through ``step_product``, which under numba is a call to
+the compiled code's address (an argument, never a global: numba's cache stays
+valid) and in plain Python (``NUMBA_DISABLE_JIT``) its slow twin, a NumPy product.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+__all__ = ["pack", "panel_width", "address", "step_product"]
+
+_I64 = ir.IntType(64)
+_ENGINES = []  # the compiled micro-kernels' engines live as long as the process
+
+
+@functools.lru_cache(maxsize=1)
+def _host():
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    features = llvm.get_host_cpu_features()
+    bytes_ = 64 if features.get("avx512f") else 32 if (features.get("avx2")
+                                                        and features.get("fma")) else 16
+    return llvm.get_host_cpu_name(), features.flatten(), bytes_
+
+
+def _block(dtype) -> tuple[int, int, int]:
+    """``(MR, NV, VW)``: rows per block, vectors per block row, elements per vector. With
+    32 registers (AVX-512) 8 x 2 accumulators, else 6 x 2 (12 of 16 registers; 6 x 16
+    floats measured best of 4x16, 4x24, 8x8, 3x32 on AVX2)."""
+    vector_bytes = _host()[2]
+    vw = vector_bytes // np.dtype(dtype).itemsize
+    return (8 if vector_bytes == 64 else 6), 2, vw
+
+
+def panel_width(dtype) -> int:
+    """NR: the columns of one panel of ``B``."""
+    _, nv, vw = _block(dtype)
+    return nv * vw
+
+
+def pack(w: np.ndarray, transpose: bool) -> np.ndarray:
+    """``B = w.T`` (``transpose``) or ``w``, ``(K, N)``, as contiguous panels
+    ``(ceil(N / NR), K, NR)``, the columns past N zero."""
+    b = w.T if transpose else w
+    K, N = b.shape
+    nr = panel_width(w.dtype)
+    P = -(-N // nr)
+    panels = np.zeros((P, K, nr), dtype=w.dtype)
+    full = N // nr
+    panels[:full] = b[:, :full * nr].reshape(K, full, nr).transpose(1, 0, 2)
+    if full < P:
+        panels[full, :, :N - full * nr] = b[:, full * nr:]
+    return panels
+
+
+def _build(dtype) -> ir.Module:
+    """gemm(A, lda, B, C, ldc, M, K, P): C[m, p NR + j] = sum_k A[m, k] B[p, k, j] for
+    m < M, every panel p < P; A and C by rows of lda and ldc elements."""
+    mr, nv, vw = _block(dtype)
+    nr = nv * vw
+    fty = ir.FloatType() if np.dtype(dtype) == np.float32 else ir.DoubleType()
+    vec = ir.VectorType(fty, vw)
+    ptr = fty.as_pointer()
+    mod = ir.Module(name=f"rnnkit_step_gemm_{np.dtype(dtype).name}")
+    fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), [ptr, _I64, ptr, ptr, _I64, _I64,
+                                                          _I64, _I64]), name="gemm")
+    A, lda, B, C, ldc, M, K, P = fn.args
+    for arg in (A, B, C):
+        arg.add_attribute("noalias")
+    fma = ir.Function(mod, ir.FunctionType(vec, [vec, vec, vec]),
+                      name=f"llvm.fma.v{vw}{'f32' if fty == ir.FloatType() else 'f64'}")
+    zero, one = ir.Constant(_I64, 0), ir.Constant(_I64, 1)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def const(v):
+        return ir.Constant(_I64, v)
+
+    def loop(start, stop, step, name, body):
+        pre = b.block
+        head, bod, end = (b.append_basic_block(f"{name}.{s}") for s in ("head", "body", "end"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(_I64, name)
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, stop), bod, end)
+        b.position_at_end(bod)
+        body(i)
+        i.add_incoming(b.add(i, step), b.block)
+        b.branch(head)
+        b.position_at_end(end)
+
+    def block(p, i0, rows):
+        """C[i0:i0 + rows, panel p]: rows x NV accumulators live across the k loop."""
+        base = b.mul(b.mul(p, K), const(nr))
+        pre = b.block
+        head, body, end = (b.append_basic_block(f"k{rows}.{s}") for s in ("head", "body", "end"))
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(_I64, "k")
+        k.add_incoming(zero, pre)
+        accs = []
+        for _ in range(rows * nv):
+            acc = b.phi(vec)
+            acc.add_incoming(ir.Constant(vec, [0.0] * vw), pre)
+            accs.append(acc)
+        b.cbranch(b.icmp_signed("<", k, K), body, end)
+        b.position_at_end(body)
+        row = b.add(base, b.mul(k, const(nr)))
+        bs = [b.load(b.bitcast(b.gep(B, [b.add(row, const(v * vw))]), vec.as_pointer()),
+                     align=4) for v in range(nv)]
+        new = []
+        for r in range(rows):
+            a = b.load(b.gep(A, [b.add(b.mul(b.add(i0, const(r)), lda), k)]))
+            av = b.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
+            av = b.shuffle_vector(av, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw))
+            new += [b.call(fma, [av, bs[v], accs[r * nv + v]]) for v in range(nv)]
+        k.add_incoming(b.add(k, one), b.block)
+        for acc, value in zip(accs, new, strict=True):
+            acc.add_incoming(value, b.block)
+        b.branch(head)
+        b.position_at_end(end)
+        for r in range(rows):
+            c_row = b.add(b.mul(b.add(i0, const(r)), ldc), b.mul(p, const(nr)))
+            for v in range(nv):
+                at = b.gep(C, [b.add(c_row, const(v * vw))])
+                b.store(accs[r * nv + v], b.bitcast(at, vec.as_pointer()), align=4)
+
+    full = b.mul(b.sdiv(M, const(mr)), const(mr))  # rows in whole blocks
+    tail = b.sub(M, full)
+
+    def panel(p):
+        loop(zero, full, const(mr), "i0", lambda i0: block(p, i0, mr))
+        done = b.append_basic_block("tail.done")
+        switch = b.switch(tail, done)
+        for rows in range(1, mr):  # the last M % MR rows: a block of exactly that many
+            case = b.append_basic_block(f"tail{rows}")
+            switch.add_case(const(rows), case)
+            b.position_at_end(case)
+            block(p, full, rows)
+            b.branch(done)
+        b.position_at_end(done)
+
+    loop(zero, P, one, "p", panel)
+    b.ret_void()
+    return mod
+
+
+@functools.lru_cache(maxsize=4)
+def address(dtype) -> int:
+    """The compiled micro-kernel for ``dtype`` (float32 or float64), built on first use."""
+    cpu, features, _ = _host()
+    target = llvm.Target.from_default_triple()
+    machine = target.create_target_machine(cpu=cpu, features=features, opt=3)
+    module = llvm.parse_assembly(str(_build(np.dtype(dtype))))
+    module.verify()
+    if hasattr(llvm, "create_pass_builder"):  # llvmlite >= 0.44: the new pass manager
+        builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3, 0))
+        builder.getModulePassManager().run(module, builder)
+    else:
+        pmb = llvm.create_pass_manager_builder()
+        pmb.opt_level = 3
+        passes = llvm.create_module_pass_manager()
+        pmb.populate(passes)
+        passes.run(module)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    _ENGINES.append(engine)
+    return engine.get_function_address("gemm")
+
+
+# ---------------------------------------------------------------- the kernels' call
+
+
+def step_product(gemm, x, n, panels, out):
+    """``out[:n, :P NR] = x[:n] @ B``, ``B`` packed in ``panels (P, K, NR)``; ``gemm`` is
+    ``address(dtype)``. The slow twin (plain Python): a NumPy product."""
+    P, K, nr = panels.shape
+    if n > 0:
+        out[:n, :P * nr] = x[:n, :K] @ panels.transpose(1, 0, 2).reshape(K, P * nr)
+
+
+@intrinsic
+def _call(typingctx, gemm, x, lda, panels, out, ldc, n, K, P):
+    """A call of the micro-kernel at address ``gemm`` on the arrays' data."""
+    if not (isinstance(x, types.Array) and x.dtype == panels.dtype == out.dtype):
+        return None
+    float_type = x.dtype
+
+    def codegen(context, builder, signature, args):
+        gemm_, x_, lda_, panels_, out_, ldc_, n_, K_, P_ = args
+        data = [context.make_array(t)(context, builder, v).data
+                for t, v in ((x, x_), (panels, panels_), (out, out_))]
+        fty = context.get_value_type(float_type).as_pointer()
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(ir.VoidType(), [fty, i64, fty, fty, i64, i64, i64, i64])
+        fn = builder.inttoptr(gemm_, fnty.as_pointer())
+        builder.call(fn, [data[0], lda_, data[1], data[2], ldc_, n_, K_, P_])
+        return context.get_dummy_value()
+
+    sig = types.none(types.int64, x, types.int64, panels, out, types.int64, types.int64,
+                     types.int64, types.int64)
+    return sig, codegen
+
+
+@overload(step_product, inline="always")
+def _step_product(gemm, x, n, panels, out):
+    def impl(gemm, x, n, panels, out):
+        if n > 0:
+            _call(gemm, x, x.shape[1], panels, out, out.shape[1], n, panels.shape[1],
+                  panels.shape[0])
+
+    return impl
