@@ -190,6 +190,40 @@ def test_inference_in_chunks_of_steps(mode, steps, monkeypatch):
             _close(o, t, np.float64, f"{mode} chunked")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
+@pytest.mark.parametrize("packed,reverse", [(False, False), (True, True), (True, False)],
+                         ids=["padded", "packed-reverse", "packed"])
+def test_inference_split_over_two_cores_equals_reference(dtype, mode, proj, nonlinearity,
+                                                         packed, reverse, monkeypatch):
+    # large calls run two row groups in parallel, each through every step of a chunk:
+    # forced here on small shapes, with odd chunks of steps and an odd batch
+    N, H, H_in = 7, 6, 4
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[mode] * H
+    width = G + (proj or H) + H_in  # a split chunk holds projections, outputs, inputs
+    monkeypatch.setattr(_ops, "_SPLIT_FLOPS", 0)
+    monkeypatch.setattr(_ops, "_CHUNK_BYTES", 65 * N * width * np.dtype(dtype).itemsize)
+    assert _ops._chunks(np.empty((150, N, H_in), dtype), width, False)[0] == (0, 65)
+    args, batch_sizes, _, _, _ = _case(mode, dtype, 150, N, H_in, H, packed, True, proj)
+    rows = _ops._batch_sizes(batch_sizes, 150, N)
+    groups = _ops._row_groups(rows, N, 1.0)
+    assert len(groups) == 2 and groups[0][0] == 0 and groups[1][1] == N
+    ours = _run(_ops, mode, args, batch_sizes, reverse, False, nonlinearity)
+    theirs = _run(_reference, mode, args, batch_sizes, reverse, False, nonlinearity)
+    for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
+        _close(o, t, dtype, f"{mode} split result {i}")
+
+
+def test_row_groups_halve_the_work_of_packed_rows():
+    # rows sorted by decreasing length: the first group takes fewer, longer rows
+    lengths = np.array([100, 90, 20, 10, 10, 5])
+    batch_sizes = (lengths[None, :] > np.arange(100)[:, None]).sum(axis=1)
+    assert _ops._row_groups(batch_sizes, 6, 1e12) == [(0, 1), (1, 6)]
+    assert _ops._row_groups(_ops._every_row(10, 8), 8, 1e12) == [(0, 4), (4, 8)]
+    assert _ops._row_groups(_ops._every_row(10, 8), 8, 1.0) == [(0, 8)]  # too little work
+    assert _ops._row_groups(_ops._every_row(10, 1), 1, 1e12) == [(0, 1)]
+
+
 def _buffer_table(doc):
     """{name: (shape, order)} from the table of a kernel module's docstring."""
     lines = doc.split("\n    name         shape           order        meaning\n")[1]

@@ -11,16 +11,20 @@ again one GEMM over all steps. Every GEMM outside the kernels goes through
 
 Kernels compile lazily on first use, once per dtype, and are cached on disk.
 
-Measured and dropped: splitting the rows (or the two directions of a layer)
-over two threads, each with a one-thread BLAS. Rows and directions are
-independent, but on this 2-core machine one thread with a 2-thread BLAS won at
-every size of ``rnnkit bench`` (e.g. LSTM T50 B64 H1024 inference 269 ms unsplit
-vs 436 ms split; a bidirectional T100 B32 H256 layer pair within noise).
+The per-step product runs in ``_kernels/_gemm.py``'s micro-kernel on weights packed
+once per call. Inference splits the batch over the two cores when the work is large
+enough (``_row_groups``): each thread runs its rows through every step of a chunk, so
+the threads never meet inside the step loop (a barrier per step, measured in
+``benchmarks/step_gemm.py``, costs as much as the second core gives). Splitting rows
+with OpenBLAS doing the step products lost at every size (LSTM T50 B64 H1024 inference
+269 ms unsplit vs 436 ms split): its own two threads already took both cores.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -67,6 +71,104 @@ def _step_product(w_hh, N):
     panels = _gemm.pack(w_hh, transpose=True)
     hw = np.empty((N, panels.shape[0] * panels.shape[2]), w_hh.dtype)
     return _gemm.address(w_hh.dtype), panels, hw
+
+
+# ---------------------------------------------------------------- inference over row groups
+
+_SPLIT_FLOPS = 2e7  # step products of a call worth two cores (~200 µs at 100 GFLOP/s)
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _row_groups(batch_sizes, N, flops):
+    """The batch rows each core runs: ``[(0, N)]``, or two groups holding about half of
+    the active row-steps each (packed rows come sorted by decreasing length)."""
+    if N < 2 or flops < _SPLIT_FLOPS:
+        return [(0, N)]
+    steps_of_row = (batch_sizes[None, :] > np.arange(N)[:, None]).sum(axis=1)
+    first = np.cumsum(steps_of_row)[:-1]  # row-steps of the first group, split after row k
+    split = int(np.argmin(np.abs(first - steps_of_row.sum() / 2))) + 1
+    return [(0, split), (split, N)]
+
+
+def _in_parallel(jobs):
+    """Run ``jobs`` (callables that release the GIL): the first on this thread, the
+    second on rnnkit's one helper thread."""
+    global _pool
+    if len(jobs) == 1:
+        jobs[0]()
+        return
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit")
+    future = _pool.submit(jobs[1])
+    jobs[0]()
+    future.result()
+
+
+def _group_batch_sizes(batch_sizes, r0, r1):
+    """The active rows of group ``[r0, r1)`` at each step, as the kernels take them."""
+    return np.ascontiguousarray(np.clip(batch_sizes - r0, 0, r1 - r0), dtype=np.int64)
+
+
+def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
+    """The inference forward of one layer-direction, memory flat in ``L``.
+
+    The input projection runs in chunks of steps (``_chunks``); the step loop of each
+    chunk runs on one or two row groups (``_row_groups``), in parallel, each with
+    its own two state slots taking turns. ``states`` are the initial states ``(N, *)``
+    (h_0, and c_0 for the LSTM); ``width`` the output's last axis; ``group(n, slots,
+    gemm, panels)`` binds a mode's kernel to a group of ``n`` rows and returns
+    ``run(xw, batch_sizes, output)`` for one chunk. Returns the output ``(L, N, width)``
+    and the final states ``(N, *)``.
+    """
+    L, N, _ = x.shape
+    dt = x.dtype
+    G = w_ih.shape[0]
+    gemm, panels = _gemm.address(dt), _gemm.pack(w_hh, transpose=True)
+    groups = _row_groups(batch_sizes, N, 2.0 * L * N * G * w_hh.shape[1])
+    output = np.empty((L, N, width), dt)
+    # two groups also hold a chunk of their input rows and of their output: count them
+    chunks = _chunks(x, G if len(groups) == 1 else G + width + x.shape[2], reverse)
+    max_steps = max(t1 - t0 for t0, t1 in chunks)
+    bound = []
+    for r0, r1 in groups:
+        slots = [np.empty((2, r1 - r0) + s.shape[1:], dt) for s in states]
+        for slot, state in zip(slots, states, strict=True):
+            slot[0] = state[r0:r1]
+        # a group's output of one chunk; copied into place after it (memory flat in L)
+        out = output if len(groups) == 1 else np.empty((max_steps, r1 - r0, width), dt)
+        bound.append((slots, out, group(r1 - r0, slots, gemm, panels)))
+    # Two groups project their own rows with the micro-kernel, each on its core:
+    # OpenBLAS serializes concurrent callers, and after a call of its own its idle
+    # threads spin on the core the other group needs.
+    own = len(groups) > 1 and G % _gemm.panel_width(dt) == 0
+    w_ih_panels = _gemm.pack(w_ih, transpose=True) if own else None
+    bias = _empty(1, dt) if b is None else np.ascontiguousarray(b)
+
+    def job(r0, r1, run, out, t0, t1, xw):  # a group's projection, then its steps
+        if xw is None:
+            part = x[t0:t1, r0:r1]
+            part = np.ascontiguousarray(part[::-1] if reverse else part)
+            xw = np.empty((t1 - t0, r1 - r0, G), dt)
+            _gemm.project(gemm, part.reshape(-1, part.shape[2]), w_ih_panels, bias,
+                          xw.reshape(-1, G))
+        if out is output:
+            run(xw, batch_sizes[t0:t1], out[t0:t1])
+        else:
+            run(xw, _group_batch_sizes(batch_sizes[t0:t1], r0, r1), out[:t1 - t0])
+            output[t0:t1, r0:r1] = out[:t1 - t0]
+
+    for t0, t1 in chunks:
+        _in_parallel([functools.partial(
+            job, r0, r1, run, out, t0, t1,
+            None if own else _project(x[t0:t1, r0:r1], w_ih, b, reverse))
+            for (r0, r1), (_, out, run) in zip(groups, bound, strict=True)])
+        for slots, *_ in bound:
+            _hand_over(t0, t1, *slots)
+    finals = [np.concatenate([slots[k][0] for slots, _, _ in bound])
+              for k in range(len(states))]
+    return output, finals
 
 
 def _state(a, dtype):
@@ -130,23 +232,25 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     P = w_hh.shape[1]
     proj = w_hr is not None
     w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    h_unproj = np.empty((N, H), dt) if proj else _empty(2, dt)  # o ⊙ tanh c', before W_hr
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
-    output = np.empty((L, N, P), dt)
-    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
-    if not keep:  # two state slots taking turns: memory flat in L
-        hs, cs = np.empty((2, N, P), dt), np.empty((2, N, H), dt)
-        hs[0], cs[0] = h_0, c_0
-        for t0, t1 in _chunks(x, G, reverse):
-            _lstm.lstm_forward(_project(x[t0:t1], w_ih, b, reverse), gemm, w_hh_panels, w_hr_k,
-                               batch_sizes[t0:t1], reverse, hs, cs, hw, output[t0:t1], h_unproj)
-            _hand_over(t0, t1, hs, cs)
-        return output, hs[0].copy(), cs[0].copy(), None
+    if not keep:
+        def group(n, slots, gemm, panels):
+            hw = np.empty((n, panels.shape[0] * panels.shape[2]), dt)
+            h_unproj = np.empty((n, H), dt) if proj else _empty(2, dt)
+            return lambda xw, rows, out: _lstm.lstm_forward(
+                xw, gemm, panels, w_hr_k, rows, reverse, slots[0], slots[1], hw, out, h_unproj)
+
+        output, (h_n, c_n) = _inference(x, w_ih, b, w_hh, batch_sizes, reverse, [h_0, c_0], P,
+                                        group)
+        return output, h_n, c_n, None
     gates = _project(x, w_ih, b, reverse)  # (L, N, G), one GEMM; the kernel turns it into
     hs = np.empty((L + 1, N, P), dt)       # the gates in place
     cs = np.empty((L + 1, N, H), dt)
     hs[0], cs[0] = h_0, c_0
+    output = np.empty((L, N, P), dt)
+    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
+    h_unproj = np.empty((N, H), dt) if proj else _empty(2, dt)  # o ⊙ tanh c', before W_hr
     _lstm.lstm_forward(gates, gemm, w_hh_panels, w_hr_k, batch_sizes, reverse, hs, cs, hw,
                        output, h_unproj)
     return output, hs[L].copy(), cs[L].copy(), {"h": hs, "c": cs, "gates": gates}
@@ -195,17 +299,17 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     b_hh_k = np.zeros(G, dt) if b_hh is None else np.ascontiguousarray(b_hh)
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
+    if not keep:
+        def group(n, slots, gemm, panels):
+            hw = np.empty((n, panels.shape[0] * panels.shape[2]), dt)
+            w_hn_h = np.empty((1, n, H), dt)  # W_hn h + b_hn of a step
+            return lambda xw, rows, out: _gru.gru_forward(
+                xw, gemm, panels, b_hh_k, rows, reverse, slots[0], hw, w_hn_h, out)
+
+        output, (h_n,) = _inference(x, w_ih, b_ih, w_hh, batch_sizes, reverse, [h_0], H, group)
+        return output, h_n, None
     output = np.empty((L, N, H), dt)
     gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
-    if not keep:  # two state slots taking turns: memory flat in L
-        hs = np.empty((2, N, H), dt)
-        hs[0] = h_0
-        w_hn_h = np.empty((1, N, H), dt)  # W_hn h + b_hn of a step
-        for t0, t1 in _chunks(x, G, reverse):
-            _gru.gru_forward(_project(x[t0:t1], w_ih, b_ih, reverse), gemm, w_hh_panels, b_hh_k,
-                             batch_sizes[t0:t1], reverse, hs, hw, w_hn_h, output[t0:t1])
-            _hand_over(t0, t1, hs)
-        return output, hs[0].copy(), None
     gates = _project(x, w_ih, b_ih, reverse)  # (L, N, 3H), one GEMM; the kernel turns it
     hs = np.empty((L + 1, N, H), dt)          # into the gates in place
     w_hn_h = np.empty((L, N, H), dt)  # W_hn h + b_hn of every step, what r scales
@@ -252,16 +356,16 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     w_hh = np.ascontiguousarray(w_hh)
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse, relu = bool(reverse), nonlinearity == "relu"
+    if not keep:
+        def group(n, slots, gemm, panels):
+            hw = np.empty((n, panels.shape[0] * panels.shape[2]), dt)
+            return lambda xw, rows, out: _rnn.rnn_forward(
+                xw, gemm, panels, rows, reverse, relu, slots[0], hw, out)
+
+        output, (h_n,) = _inference(x, w_ih, b, w_hh, batch_sizes, reverse, [h_0], H, group)
+        return output, h_n, None
     output = np.empty((L, N, H), dt)
     gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
-    if not keep:  # two state slots taking turns: memory flat in L
-        hs = np.empty((2, N, H), dt)
-        hs[0] = h_0
-        for t0, t1 in _chunks(x, H, reverse):
-            _rnn.rnn_forward(_project(x[t0:t1], w_ih, b, reverse), gemm, w_hh_panels,
-                             batch_sizes[t0:t1], reverse, relu, hs, hw, output[t0:t1])
-            _hand_over(t0, t1, hs)
-        return output, hs[0].copy(), None
     xw = _project(x, w_ih, b, reverse)  # (L, N, H): every step in one GEMM
     hs = np.empty((L + 1, N, H), dt)
     hs[0] = h_0

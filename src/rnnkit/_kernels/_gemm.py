@@ -26,10 +26,10 @@ import functools
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["pack", "panel_width", "address", "step_product"]
+__all__ = ["pack", "panel_width", "address", "step_product", "project"]
 
 _I64 = ir.IntType(64)
 _ENGINES = []  # the compiled micro-kernels' engines live as long as the process
@@ -233,3 +233,15 @@ def _step_product(gemm, x, n, panels, out):
                   panels.shape[0])
 
     return impl
+
+
+@njit(cache=True, nogil=True)
+def project(gemm, x, panels, b, out):
+    """``out = x @ B + b`` for every row of ``x (M, K)``, ``out (M, P NR)``: an input
+    projection on one core, for a group of rows that runs beside another (OpenBLAS
+    serializes concurrent callers). ``b`` has ``P NR`` entries, or none."""
+    step_product(gemm, x, x.shape[0], panels, out)
+    if b.shape[0] > 0:
+        for m in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[m, j] += b[j]
