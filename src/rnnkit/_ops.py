@@ -7,7 +7,7 @@ scratch, and calls the numba kernel of ``_kernels/`` for the step loop, which
 runs one small ``(N, H) x (H, G)`` GEMM per step plus the gate math (writing the
 gates over the projection, in place). The weight gradients of the backward are
 again one GEMM over all steps. Every GEMM outside the kernels goes through
-``_kernels/blas.py``, on the same OpenBLAS as the kernels' ``np.dot``.
+``_kernels/blas.py``, on the same OpenBLAS as the backward kernels' ``np.dot``.
 
 Kernels compile lazily on first use, once per dtype, and are cached on disk.
 
@@ -128,23 +128,28 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     gemm, panels = _gemm.address(dt), _gemm.pack(w_hh, transpose=True)
     groups = _row_groups(batch_sizes, N, 2.0 * L * N * G * w_hh.shape[1])
     output = np.empty((L, N, width), dt)
-    # two groups also hold a chunk of their input rows and of their output: count them
-    chunks = _chunks(x, G if len(groups) == 1 else G + width + x.shape[2], reverse)
-    max_steps = max(t1 - t0 for t0, t1 in chunks)
-    bound = []
-    for r0, r1 in groups:
-        slots = [np.empty((2, r1 - r0) + s.shape[1:], dt) for s in states]
-        for slot, state in zip(slots, states, strict=True):
-            slot[0] = state[r0:r1]
-        # a group's output of one chunk; copied into place after it (memory flat in L)
-        out = output if len(groups) == 1 else np.empty((max_steps, r1 - r0, width), dt)
-        bound.append((slots, out, group(r1 - r0, slots, gemm, panels)))
-    # Two groups project their own rows with the micro-kernel, each on its core:
+    if len(groups) == 1:  # the common small call: this thread, no copies
+        slots = [_two_slots(state) for state in states]
+        run = group(N, slots, gemm, panels)
+        for t0, t1 in _chunks(x, G, reverse):
+            run(_project(x[t0:t1], w_ih, b, reverse), batch_sizes[t0:t1], output[t0:t1])
+            _hand_over(t0, t1, *slots)
+        return output, [slot[0].copy() for slot in slots]
+
+    # Two row groups, one per core. Each projects its own rows with the micro-kernel:
     # OpenBLAS serializes concurrent callers, and after a call of its own its idle
-    # threads spin on the core the other group needs.
-    own = len(groups) > 1 and G % _gemm.panel_width(dt) == 0
+    # threads spin on the core the other group needs. A chunk holds, per group, its
+    # input rows, projections and outputs (copied into place after it): memory flat in L.
+    chunks = _chunks(x, G + width + x.shape[2], reverse)
+    steps = max(t1 - t0 for t0, t1 in chunks)
+    own = G % _gemm.panel_width(dt) == 0
     w_ih_panels = _gemm.pack(w_ih, transpose=True) if own else None
     bias = _empty(1, dt) if b is None else np.ascontiguousarray(b)
+    bound = []
+    for r0, r1 in groups:
+        slots = [_two_slots(state[r0:r1]) for state in states]
+        out = np.empty((steps, r1 - r0, width), dt)
+        bound.append((slots, out, group(r1 - r0, slots, gemm, panels)))
 
     def job(r0, r1, run, out, t0, t1, xw):  # a group's projection, then its steps
         if xw is None:
@@ -153,22 +158,26 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
             xw = np.empty((t1 - t0, r1 - r0, G), dt)
             _gemm.project(gemm, part.reshape(-1, part.shape[2]), w_ih_panels, bias,
                           xw.reshape(-1, G))
-        if out is output:
-            run(xw, batch_sizes[t0:t1], out[t0:t1])
-        else:
-            run(xw, _group_batch_sizes(batch_sizes[t0:t1], r0, r1), out[:t1 - t0])
-            output[t0:t1, r0:r1] = out[:t1 - t0]
+        run(xw, _group_batch_sizes(batch_sizes[t0:t1], r0, r1), out[:t1 - t0])
+        output[t0:t1, r0:r1] = out[:t1 - t0]
 
     for t0, t1 in chunks:
         _in_parallel([functools.partial(
             job, r0, r1, run, out, t0, t1,
             None if own else _project(x[t0:t1, r0:r1], w_ih, b, reverse))
             for (r0, r1), (_, out, run) in zip(groups, bound, strict=True)])
-        for slots, *_ in bound:
+        for slots, _, _ in bound:
             _hand_over(t0, t1, *slots)
     finals = [np.concatenate([slots[k][0] for slots, _, _ in bound])
               for k in range(len(states))]
     return output, finals
+
+
+def _two_slots(state):
+    """Two state slots taking turns, the first holding ``state``."""
+    slots = np.empty((2,) + state.shape, state.dtype)
+    slots[0] = state
+    return slots
 
 
 def _state(a, dtype):

@@ -45,6 +45,7 @@ def _host():
     return llvm.get_host_cpu_name(), features.flatten(), bytes_
 
 
+@functools.lru_cache(maxsize=8)
 def _block(dtype) -> tuple[int, int, int]:
     """``(MR, NV, VW)``: rows per block, vectors per block row, elements per vector. With
     32 registers (AVX-512) 8 x 2 accumulators, else 6 x 2 (12 of 16 registers; 6 x 16
@@ -54,6 +55,7 @@ def _block(dtype) -> tuple[int, int, int]:
     return (8 if vector_bytes == 64 else 6), 2, vw
 
 
+@functools.lru_cache(maxsize=8)
 def panel_width(dtype) -> int:
     """NR: the columns of one panel of ``B``."""
     _, nv, vw = _block(dtype)
@@ -63,15 +65,27 @@ def panel_width(dtype) -> int:
 def pack(w: np.ndarray, transpose: bool) -> np.ndarray:
     """``B = w.T`` (``transpose``) or ``w``, ``(K, N)``, as contiguous panels
     ``(ceil(N / NR), K, NR)``, the columns past N zero."""
-    b = w.T if transpose else w
-    K, N = b.shape
     nr = panel_width(w.dtype)
+    if transpose:  # the step's W_hh^T: one compiled pass (numpy's reshapes cost µs)
+        return _pack_rows(np.ascontiguousarray(w), nr)
+    K, N = w.shape
     P = -(-N // nr)
     panels = np.zeros((P, K, nr), dtype=w.dtype)
     full = N // nr
-    panels[:full] = b[:, :full * nr].reshape(K, full, nr).transpose(1, 0, 2)
-    if full < P:
-        panels[full, :, :N - full * nr] = b[:, full * nr:]
+    panels[:full] = w[:, :full * nr].reshape(K, full, nr).transpose(1, 0, 2)
+    panels[full:, :, :N - full * nr] = w[:, full * nr:]
+    return panels
+
+
+@njit(cache=True, nogil=True)
+def _pack_rows(w, nr):
+    """Panels of ``w.T`` for ``w (N, K)``: row n of w is column n of B."""
+    N, K = w.shape
+    panels = np.zeros(((N + nr - 1) // nr, K, nr), w.dtype)
+    for n in range(N):
+        p, j = n // nr, n % nr
+        for k in range(K):
+            panels[p, k, j] = w[n, k]
     return panels
 
 
