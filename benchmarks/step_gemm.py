@@ -1,12 +1,13 @@
-"""The recurrent step's product, standalone: a register-blocked SIMD micro-kernel built
-from LLVM IR with llvmlite (installed with numba), against OpenBLAS in the same run.
+"""The recurrent step's product, standalone: rnnkit's register-blocked SIMD micro-kernel
+(``src/rnnkit/_kernels/_gemm.py``: LLVM IR via llvmlite) against OpenBLAS, one run.
 
 Computes C (M, N) = A (M, K) @ W (K, N), float32, the step product h W_hh^T of an LSTM
 layer, default the bench's medium shape (64, 256) x (256, 1024). W is packed once into
-panels (N / NR, K, NR), as a recurrent layer would pack W_hh once per call. A block is
+panels (N / NR, K, NR), as a recurrent layer packs W_hh once per call. A block is
 MR rows x NR columns (NR = NV vectors): MR * NV accumulators stay in registers across
 the k loop, A[r, k] is broadcast, llvm.fma does the work. The vector width is the
-host's, chosen at run time: 16 floats with AVX-512, 8 with AVX2, 4 otherwise.
+host's, chosen at run time: 16 floats with AVX-512, 8 with AVX2, 4 otherwise; --mr and
+--nv try other blocks than rnnkit's.
 
 Prints GFLOP/s for: numpy's sgemm at 2048^3 (the machine's rate today), OpenBLAS on
 the step shape, and the micro-kernel on one thread and on two:
@@ -19,9 +20,6 @@ The ctypes call is included in every micro-kernel time.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/step_gemm.py
     ... step_gemm.py --shape 16,128,512 --mr 4 --nv 2        (small LSTM: B16 H128)
-
-This is a measurement to decide the design of the step engine (issue "Speed at real
-sizes"), not product code.
 """
 
 from __future__ import annotations
@@ -32,130 +30,15 @@ import statistics
 import threading
 import time
 
-import llvmlite.binding as llvm
-import llvmlite.ir as ir
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-I64 = ir.IntType(64)
-F32 = ir.FloatType()
+from rnnkit._kernels import _gemm
 
-
-def host_vector_width() -> int:
-    """Floats per SIMD register on this CPU: 16 (AVX-512F), 8 (AVX2 + FMA) or 4."""
-    features = llvm.get_host_cpu_features()
-    if features.get("avx512f"):
-        return 16
-    if features.get("avx2") and features.get("fma"):
-        return 8
-    return 4
-
-
-def build_gemm(mr: int, nv: int, vw: int):
-    """IR for gemm(A, Wp, C, M, K, N, p0, p1): C[:, panels p0..p1) = A @ W, W packed into
-    panels (N / NR, K, NR), NR = nv * vw. Rows in blocks of ``mr``, the last block of
-    M % mr rows by a smaller copy of the same code."""
-    vec = ir.VectorType(F32, vw)
-    pf = F32.as_pointer()
-    nr = nv * vw
-    mod = ir.Module(name="step_gemm")
-    fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), [pf, pf, pf] + [I64] * 5), name="gemm")
-    A, Wp, C, M, K, N, p0, p1 = fn.args
-    for arg in (A, Wp, C):
-        arg.add_attribute("noalias")
-    fma = ir.Function(mod, ir.FunctionType(vec, [vec, vec, vec]), name=f"llvm.fma.v{vw}f32")
-    zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-
-    def loop(start, stop, step, name, body):
-        pre = b.block
-        head, bod, end = (b.append_basic_block(f"{name}.{s}") for s in ("head", "body", "end"))
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name)
-        i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<", i, stop), bod, end)
-        b.position_at_end(bod)
-        body(i)
-        i.add_incoming(b.add(i, step), b.block)
-        b.branch(head)
-        b.position_at_end(end)
-
-    def block(p, i0, rows):
-        """C[i0:i0+rows, panel p] = A[i0:i0+rows] @ W[:, panel p]."""
-        wbase = b.mul(b.mul(p, K), ir.Constant(I64, nr))
-        pre = b.block
-        head, body, end = (b.append_basic_block(f"k{rows}.{s}") for s in ("head", "body", "end"))
-        b.branch(head)
-        b.position_at_end(head)
-        k = b.phi(I64, "k")
-        k.add_incoming(zero, pre)
-        accs = []
-        for _ in range(rows * nv):
-            acc = b.phi(vec)
-            acc.add_incoming(ir.Constant(vec, [0.0] * vw), pre)
-            accs.append(acc)
-        b.cbranch(b.icmp_signed("<", k, K), body, end)
-        b.position_at_end(body)
-        wrow = b.add(wbase, b.mul(k, ir.Constant(I64, nr)))
-        ws = [b.load(b.bitcast(b.gep(Wp, [b.add(wrow, ir.Constant(I64, v * vw))]),
-                               vec.as_pointer()), align=4) for v in range(nv)]
-        new = []
-        for r in range(rows):
-            a = b.load(b.gep(A, [b.add(b.mul(b.add(i0, ir.Constant(I64, r)), K), k)]))
-            av = b.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
-            av = b.shuffle_vector(av, ir.Constant(vec, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw))
-            new += [b.call(fma, [av, ws[v], accs[r * nv + v]]) for v in range(nv)]
-        k.add_incoming(b.add(k, one), b.block)
-        for acc, value in zip(accs, new, strict=True):
-            acc.add_incoming(value, b.block)
-        b.branch(head)
-        b.position_at_end(end)
-        for r in range(rows):
-            crow = b.add(b.mul(b.add(i0, ir.Constant(I64, r)), N), b.mul(p, ir.Constant(I64, nr)))
-            for v in range(nv):
-                ptr = b.gep(C, [b.add(crow, ir.Constant(I64, v * vw))])
-                b.store(accs[r * nv + v], b.bitcast(ptr, vec.as_pointer()), align=4)
-
-    full = b.mul(b.sdiv(M, ir.Constant(I64, mr)), ir.Constant(I64, mr))  # rows in full blocks
-    tail = b.sub(M, full)
-
-    def panel(p):
-        loop(zero, full, ir.Constant(I64, mr), "i0", lambda i0: block(p, i0, mr))
-        if mr > 1:  # the last M % mr rows: a switch to a block of exactly that many
-            done = b.append_basic_block("tail.done")
-            switch = b.switch(tail, done)
-            for rows in range(1, mr):
-                case = b.append_basic_block(f"tail{rows}")
-                switch.add_case(ir.Constant(I64, rows), case)
-                b.position_at_end(case)
-                block(p, full, rows)
-                b.branch(done)
-            b.position_at_end(done)
-
-    loop(p0, p1, one, "p", panel)
-    b.ret_void()
-    return mod
-
-
-def compile_gemm(mod):
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    target = llvm.Target.from_default_triple()
-    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(),
-                                      features=llvm.get_host_cpu_features().flatten(), opt=3)
-    m = llvm.parse_assembly(str(mod))
-    m.verify()
-    try:  # llvmlite >= 0.44: the new pass manager
-        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(3, 0))
-        pb.getModulePassManager().run(m, pb)
-    except (AttributeError, TypeError):
-        pass
-    engine = llvm.create_mcjit_compiler(m, tm)
-    engine.finalize_object()
-    proto = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5)
-    return engine, proto(engine.get_function_address("gemm"))
+# gemm(A, lda, B, C, ldc, M, K, P): rnnkit's step product (src/rnnkit/_kernels/_gemm.py)
+_PROTO = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                          ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                          ctypes.c_int64)
 
 
 def pack(W: np.ndarray, nr: int) -> np.ndarray:
@@ -243,10 +126,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="per measurement")
     args = parser.parse_args()
     M, K, N = map(int, args.shape.split(","))
-    vw = host_vector_width()
-    # registers: 32 zmm with AVX-512, 16 ymm with AVX2; accumulators + W vectors + 1
-    mr = args.mr or (8 if vw == 16 else 6 if vw == 8 else 4)
-    nv = args.nv or 2
+    default_mr, default_nv, vw = _gemm._block(np.dtype(np.float32))
+    mr, nv = args.mr or default_mr, args.nv or default_nv
     nr = nv * vw
     if N % nr:
         raise SystemExit(f"N = {N} must be a multiple of NR = {nr}")
@@ -255,16 +136,18 @@ def main() -> None:
     A = rng.standard_normal((M, K)).astype(np.float32)
     W = rng.standard_normal((K, N)).astype(np.float32)
     Wp, C = pack(W, nr), np.zeros((M, N), np.float32)
-    engine, gemm = compile_gemm(build_gemm(mr, nv, vw))
+    gemm = _PROTO(_gemm.compile_block(np.dtype(np.float32), mr, nv))
     P = N // nr
+    item = A.itemsize
 
-    def product(p0, p1, a=A, c=C):
-        return lambda: gemm(a.ctypes.data, Wp.ctypes.data, c.ctypes.data, len(a), K, N, p0, p1)
+    def product(p0, p1, a=A, c=C):  # panels p0..p1: B and C from panel p0 on
+        return lambda: gemm(a.ctypes.data, K, Wp.ctypes.data + p0 * K * nr * item,
+                            c.ctypes.data + p0 * nr * item, N, len(a), K, p1 - p0)
 
     product(0, P)()
     err = float(np.abs(C - A @ W).max() / np.abs(A @ W).max())
     big = rng.standard_normal((2048, 2048)).astype(np.float32)
-    print(f"host {llvm.get_host_cpu_name()}: {vw} floats per vector; block {mr} x {nr}; "
+    print(f"host {_gemm._host()[0]}: {vw} floats per vector; block {mr} x {nr}; "
           f"shape ({M}, {K}) x ({K}, {N}); relative error {err:.1e}")
     rows = []
     for threads in (1, 2):

@@ -140,7 +140,7 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     # OpenBLAS serializes concurrent callers, and after a call of its own its idle
     # threads spin on the core the other group needs. A chunk holds, per group, its
     # input rows, projections and outputs (copied into place after it): memory flat in L.
-    chunks = _chunks(x, G + width + x.shape[2], reverse)
+    chunks = _chunks(x, G + width + x.shape[2], reverse, min_steps=16)
     steps = max(t1 - t0 for t0, t1 in chunks)
     own = G % _gemm.panel_width(dt) == 0
     w_ih_panels = _gemm.pack(w_ih, transpose=True) if own else None
@@ -199,12 +199,13 @@ def _project(x, w_ih, b, reverse=False):
 _CHUNK_BYTES = 1 << 18  # inference: input projections held at once (at least 64 steps)
 
 
-def _chunks(x, G, reverse):
+def _chunks(x, G, reverse, min_steps=64):
     """Step ranges ``(t0, t1)`` in processing order for the inference projections, so
-    that memory beyond the output does not grow with ``L``: chunks of at least 64 steps
-    and about ``_CHUNK_BYTES`` each (one GEMM per chunk)."""
+    that memory beyond the output does not grow with ``L``: chunks of at least
+    ``min_steps`` steps (64 for OpenBLAS's GEMMs to run at speed) and about
+    ``_CHUNK_BYTES`` each."""
     L, N, _ = x.shape
-    step = max(64, _CHUNK_BYTES // max(1, N * G * x.dtype.itemsize))
+    step = max(min_steps, _CHUNK_BYTES // max(1, N * G * x.dtype.itemsize))
     if step >= L:
         return ((0, L),)
     bounds = [(t0, min(t0 + step, L)) for t0 in range(0, L, step)]

@@ -89,10 +89,10 @@ def _pack_rows(w, nr):
     return panels
 
 
-def _build(dtype) -> ir.Module:
+def _build(dtype, mr: int, nv: int) -> ir.Module:
     """gemm(A, lda, B, C, ldc, M, K, P): C[m, p NR + j] = sum_k A[m, k] B[p, k, j] for
     m < M, every panel p < P; A and C by rows of lda and ldc elements."""
-    mr, nv, vw = _block(dtype)
+    vw = _block(dtype)[2]
     nr = nv * vw
     fty = ir.FloatType() if np.dtype(dtype) == np.float32 else ir.DoubleType()
     vec = ir.VectorType(fty, vw)
@@ -185,10 +185,17 @@ def _build(dtype) -> ir.Module:
 @functools.lru_cache(maxsize=4)
 def address(dtype) -> int:
     """The compiled micro-kernel for ``dtype`` (float32 or float64), built on first use."""
+    mr, nv, _ = _block(np.dtype(dtype))
+    return compile_block(np.dtype(dtype), mr, nv)
+
+
+def compile_block(dtype, mr: int, nv: int) -> int:
+    """The micro-kernel with blocks of ``mr`` rows x ``nv`` vectors, compiled for the host:
+    its address (``benchmarks/step_gemm.py`` tries other blocks with it)."""
     cpu, features, _ = _host()
     target = llvm.Target.from_default_triple()
     machine = target.create_target_machine(cpu=cpu, features=features, opt=3)
-    module = llvm.parse_assembly(str(_build(np.dtype(dtype))))
+    module = llvm.parse_assembly(str(_build(np.dtype(dtype), mr, nv)))
     module.verify()
     if hasattr(llvm, "create_pass_builder"):  # llvmlite >= 0.44: the new pass manager
         builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3, 0))
