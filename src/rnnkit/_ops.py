@@ -69,8 +69,12 @@ def _step_product(w_hh, N):
     once for it (``_kernels/_gemm.py``), and its output buffer, ``(N, G)`` widened to
     whole panels."""
     panels = _gemm.pack(w_hh, transpose=True)
-    hw = np.empty((N, panels.shape[0] * panels.shape[2]), w_hh.dtype)
-    return _gemm.address(w_hh.dtype), panels, hw
+    return _gemm.address(w_hh.dtype), panels, _step_buffer(panels, N)
+
+
+def _step_buffer(panels, n):
+    """``hw``, the step product of ``n`` rows: ``(n, G)`` widened to whole panels."""
+    return np.empty((n, panels.shape[0] * panels.shape[2]), panels.dtype)
 
 
 # ---------------------------------------------------------------- inference over row groups
@@ -118,7 +122,7 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     chunk runs on one or two row groups (``_row_groups``), in parallel, each with
     its own two state slots taking turns. ``states`` are the initial states ``(N, *)``
     (h_0, and c_0 for the LSTM); ``width`` the output's last axis; ``group(n, slots,
-    gemm, panels)`` binds a mode's kernel to a group of ``n`` rows and returns
+    gemm, panels, hw)`` binds a mode's kernel to a group of ``n`` rows and returns
     ``run(xw, batch_sizes, output)`` for one chunk. Returns the output ``(L, N, width)``
     and the final states ``(N, *)``.
     """
@@ -130,7 +134,7 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     output = np.empty((L, N, width), dt)
     if len(groups) == 1:  # the common small call: this thread, no copies
         slots = [_two_slots(state) for state in states]
-        run = group(N, slots, gemm, panels)
+        run = group(N, slots, gemm, panels, _step_buffer(panels, N))
         for t0, t1 in _chunks(x, G, reverse):
             run(_project(x[t0:t1], w_ih, b, reverse), batch_sizes[t0:t1], output[t0:t1])
             _hand_over(t0, t1, *slots)
@@ -149,7 +153,8 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     for r0, r1 in groups:
         slots = [_two_slots(state[r0:r1]) for state in states]
         out = np.empty((steps, r1 - r0, width), dt)
-        bound.append((slots, out, group(r1 - r0, slots, gemm, panels)))
+        bound.append((slots, out, group(r1 - r0, slots, gemm, panels,
+                                        _step_buffer(panels, r1 - r0))))
 
     def job(r0, r1, run, out, t0, t1, xw):  # a group's projection, then its steps
         if xw is None:
@@ -245,8 +250,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     if not keep:
-        def group(n, slots, gemm, panels):
-            hw = np.empty((n, panels.shape[0] * panels.shape[2]), dt)
+        def group(n, slots, gemm, panels, hw):
             h_unproj = np.empty((n, H), dt) if proj else _empty(2, dt)
             return lambda xw, rows, out: _lstm.lstm_forward(
                 xw, gemm, panels, w_hr_k, rows, reverse, slots[0], slots[1], hw, out, h_unproj)
@@ -310,8 +314,7 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     if not keep:
-        def group(n, slots, gemm, panels):
-            hw = np.empty((n, panels.shape[0] * panels.shape[2]), dt)
+        def group(n, slots, gemm, panels, hw):
             w_hn_h = np.empty((1, n, H), dt)  # W_hn h + b_hn of a step
             return lambda xw, rows, out: _gru.gru_forward(
                 xw, gemm, panels, b_hh_k, rows, reverse, slots[0], hw, w_hn_h, out)
@@ -367,8 +370,7 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse, relu = bool(reverse), nonlinearity == "relu"
     if not keep:
-        def group(n, slots, gemm, panels):
-            hw = np.empty((n, panels.shape[0] * panels.shape[2]), dt)
+        def group(n, slots, gemm, panels, hw):
             return lambda xw, rows, out: _rnn.rnn_forward(
                 xw, gemm, panels, rows, reverse, relu, slots[0], hw, out)
 
