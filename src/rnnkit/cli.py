@@ -38,15 +38,25 @@ def main(argv: list[str] | None = None) -> int:
         sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        return _ending(args.run(args))
     except (ValueError, TypeError, FileNotFoundError, PermissionError) as error:
         # the user's mistake: one line, exit 2
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"rnnkit {args.command}: {message}", file=sys.stderr)
-        return 2
+        return _ending(2)
     except KeyboardInterrupt:
         print(f"rnnkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _ending(130)
+    except BaseException as error:
+        _ending(1, error)  # under mpirun: print it and end every rank; else as usual
+        raise
+
+
+def _ending(status: int, error: BaseException | None = None) -> int:
+    """``status``; but a rank of an MPI run (``rnnkit.distributed``) that fails ends the
+    whole run at once, rather than leave the others waiting for it forever."""
+    distributed = sys.modules.get("rnnkit.distributed")  # imported by commands that use it
+    return status if distributed is None else distributed._abort_on_failure(status, error)
 
 
 if __name__ == "__main__":
