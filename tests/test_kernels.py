@@ -214,6 +214,36 @@ def test_inference_split_over_two_cores_equals_reference(dtype, mode, proj, nonl
         _close(o, t, dtype, f"{mode} split result {i}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
+@pytest.mark.parametrize("packed,reverse", [(False, False), (True, True), (True, False)],
+                         ids=["padded", "packed-reverse", "packed"])
+@pytest.mark.parametrize("H", [6, 8])
+def test_training_split_over_two_cores_equals_reference(dtype, mode, proj, nonlinearity, packed,
+                                                        reverse, H, monkeypatch):
+    # a training step of a large call runs two row groups in parallel, forward and
+    # backward, then sums their weight gradients: forced here on small shapes, with an
+    # odd batch. Where G is a whole number of panels (the LSTM's 32 with H = 8; float64's
+    # 8-wide panels also take the GRU's 24 and the RNN's 8) each group projects its own
+    # rows with the micro-kernel; elsewhere (every H = 6) OpenBLAS projects
+    monkeypatch.setattr(_ops, "_SPLIT_FLOPS", 0)
+    args, batch_sizes, d_out, dh_n, dc_n = _case(mode, dtype, 9, 7, 5, H, packed, True, proj)
+    rows = _ops._batch_sizes(batch_sizes, 9, 7)
+    assert len(_ops._row_groups(rows, 7, 1.0)) == 2
+    ours = _run(_ops, mode, args, batch_sizes, reverse, True, nonlinearity)
+    theirs = _run(_reference, mode, args, batch_sizes, reverse, True, nonlinearity)
+    assert set(ours[-1]) == {"groups"}  # the split ran
+    for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
+        _close(o, t, dtype, f"{mode} split training result {i}")
+    dh_n = dh_n[:, : ours[1].shape[1]]
+    g_ours = _backward(_ops, mode, args, ours[-1], batch_sizes, reverse, d_out, dh_n, dc_n,
+                       nonlinearity)
+    g_theirs = _backward(_reference, mode, args, theirs[-1], batch_sizes, reverse, d_out, dh_n,
+                         dc_n, nonlinearity)
+    for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
+        _close(o, t, dtype, f"{mode} split backward result {i}")
+
+
 def test_row_groups_halve_the_work_of_packed_rows():
     # rows sorted by decreasing length: the first group takes fewer, longer rows
     lengths = np.array([100, 90, 20, 10, 10, 5])

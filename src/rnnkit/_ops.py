@@ -4,20 +4,22 @@ Each function here has exactly the arguments and results of its slow twin in
 ``rnnkit._reference`` (see there for shapes and conventions): it computes the
 input projection of all steps in one GEMM, allocates outputs, histories and
 scratch, and calls the numba kernel of ``_kernels/`` for the step loop, which
-runs one small ``(N, H) x (H, G)`` GEMM per step plus the gate math (writing the
+runs one small ``(N, H) x (H, G)`` product per step plus the gate math (writing the
 gates over the projection, in place). The weight gradients of the backward are
-again one GEMM over all steps. Every GEMM outside the kernels goes through
-``_kernels/blas.py``, on the same OpenBLAS as the backward kernels' ``np.dot``.
+again one GEMM over all steps. Every big GEMM goes through ``_kernels/blas.py``
+(SciPy's OpenBLAS).
 
 Kernels compile lazily on first use, once per dtype, and are cached on disk.
 
-The per-step product runs in ``_kernels/_gemm.py``'s micro-kernel on weights packed
-once per call. Inference splits the batch over the two cores when the work is large
-enough (``_row_groups``): each thread runs its rows through every step of a chunk, so
-the threads never meet inside the step loop (a barrier per step, measured in
-``benchmarks/step_gemm.py``, costs as much as the second core gives). Splitting rows
-with OpenBLAS doing the step products lost at every size (LSTM T50 B64 H1024 inference
-269 ms unsplit vs 436 ms split): its own two threads already took both cores.
+Every per-step product, forward (``h W_hh^T``) and backward (``dz W_hh``), runs in
+``_kernels/_gemm.py``'s micro-kernel on weights packed once per call. A call large
+enough (``_row_groups``) splits the batch over the two cores, in inference and in
+training: rows are independent through the recurrence, so each thread runs its rows
+through every step, forward and backward, and the threads never meet inside the step
+loop (a barrier per step, measured in ``benchmarks/step_gemm.py``, costs as much as
+the second core gives). Splitting rows with OpenBLAS doing the step products lost at
+every size (LSTM T50 B64 H1024 inference 269 ms unsplit vs 436 ms split): its own two
+threads already took both cores.
 """
 
 from __future__ import annotations
@@ -62,14 +64,6 @@ def _every_row(L, N):
     """``[N] * L`` for padded input, every row active every step; shared between calls
     (the kernels only read it; left writable so numba sees one array type)."""
     return np.full(L, N, dtype=np.int64)
-
-
-def _step_product(w_hh, N):
-    """``(gemm, w_hh_panels, hw)``: the step product's micro-kernel, ``W_hh^T`` packed
-    once for it (``_kernels/_gemm.py``), and its output buffer, ``(N, G)`` widened to
-    whole panels."""
-    panels = _gemm.pack(w_hh, transpose=True)
-    return _gemm.address(w_hh.dtype), panels, _step_buffer(panels, N)
 
 
 def _step_buffer(panels, n):
@@ -178,6 +172,92 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     return output, finals
 
 
+# ---------------------------------------------------------------- training over row groups
+# Rows are independent through the recurrence, forward and backward, so the training
+# step splits the batch as inference does: each row group runs its projection and its
+# step loop (then, backward, its step loop) on its own core. The weight gradients are
+# big GEMMs over all steps, on OpenBLAS's two threads, one group after the other (the
+# sum over rows is linear). Saved for the backward: one group's history as the kernels
+# write it, or ``{"groups": [(r0, r1, x_g, saved_g), ...]}``.
+
+
+def _train_forward(x, w_ih, batch_sizes, states, flops, run):
+    """The training forward of one layer-direction over one or two row groups.
+
+    ``run(x_g, rows_g, states_g, project)`` is a mode's forward of a group of rows
+    (``project(x_g)`` its input projection in processing order); it returns
+    ``(output_g, finals_g, saved_g)``. Returns the same for the whole batch."""
+    N = x.shape[1]
+    groups = _row_groups(batch_sizes, N, flops)
+    if len(groups) == 1:
+        return run(x, batch_sizes, states, None)
+    G = w_ih.shape[0]
+    own = G % _gemm.panel_width(x.dtype) == 0
+    w_ih_panels = _gemm.pack(w_ih, transpose=True) if own else None
+    parts = [None] * len(groups)
+
+    def job(i, r0, r1):
+        x_g = np.ascontiguousarray(x[:, r0:r1])
+        parts[i] = (r0, r1, x_g, run(x_g, _group_batch_sizes(batch_sizes, r0, r1),
+                                     [state[r0:r1] for state in states], w_ih_panels))
+
+    _in_parallel([functools.partial(job, i, r0, r1) for i, (r0, r1) in enumerate(groups)])
+    output = np.concatenate([part[3][0] for part in parts], axis=1)
+    finals = [np.concatenate([part[3][1][k] for part in parts]) for k in range(len(states))]
+    return output, finals, {"groups": [(r0, r1, x_g, res[2]) for r0, r1, x_g, res in parts]}
+
+
+def _group_projection(x, w_ih, b, reverse, w_ih_panels):
+    """A group's input projection, ``(L, n, G)`` in processing order: the micro-kernel on
+    this thread when ``w_ih_panels`` are given (the other group runs beside it), else
+    OpenBLAS (``_project``)."""
+    if w_ih_panels is None:
+        return _project(x, w_ih, b, reverse)
+    L, n, H_in = x.shape
+    G = w_ih.shape[0]
+    part = np.ascontiguousarray(x[::-1] if reverse else x)
+    xw = np.empty((L, n, G), x.dtype)
+    bias = _empty(1, x.dtype) if b is None else np.ascontiguousarray(b)
+    _gemm.project(_gemm.address(x.dtype), part.reshape(-1, H_in), w_ih_panels, bias,
+                  xw.reshape(-1, G))
+    return xw
+
+
+def _train_backward(x, batch_sizes, saved, grads_in, recursion, weight_grads):
+    """The backward of one layer-direction over the forward's row groups.
+
+    ``grads_in``: d_output ``(L, N, *)`` and the final states' gradients ``(N, *)``.
+    ``recursion(saved_g, rows_g, grads_g)`` runs a group's step loop (the two groups in
+    parallel) and returns ``(state_grads_g, rest)``; ``weight_grads(x_g, saved_g,
+    rest)`` then returns ``(dx_g, weight_grads_g)`` (one group at a time, on OpenBLAS's
+    threads). Returns dx, the initial states' gradients and the weight gradients,
+    summed over the groups."""
+    L, N, _ = x.shape
+    groups = saved["groups"] if "groups" in saved else [(0, N, x, saved)]
+    out = [None] * len(groups)
+
+    def job(i, r0, saved_g):
+        r1 = groups[i][1]
+        grads_g = [np.ascontiguousarray(g[:, r0:r1] if g.ndim == 3 else g[r0:r1])
+                   for g in grads_in]
+        rows = batch_sizes if len(groups) == 1 else _group_batch_sizes(batch_sizes, r0, r1)
+        out[i] = recursion(saved_g, rows, grads_g)
+
+    _in_parallel([functools.partial(job, i, r0, saved_g)
+                  for i, (r0, _, _, saved_g) in enumerate(groups)])
+    if len(groups) == 1:
+        dx, weights = weight_grads(x, saved, out[0][1])
+        return dx, out[0][0], weights
+    dx = np.empty(x.shape, x.dtype)
+    total = None
+    for (r0, r1, x_g, saved_g), (_, rest) in zip(groups, out, strict=True):
+        dx[:, r0:r1], weights = weight_grads(x_g, saved_g, rest)
+        total = weights if total is None else [
+            None if a is None else a + b for a, b in zip(total, weights, strict=True)]
+    states = [np.concatenate([o[0][k] for o in out]) for k in range(len(out[0][0]))]
+    return dx, states, total
+
+
 def _two_slots(state):
     """Two state slots taking turns, the first holding ``state``."""
     slots = np.empty((2,) + state.shape, state.dtype)
@@ -258,45 +338,65 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
         output, (h_n, c_n) = _inference(x, w_ih, b, w_hh, batch_sizes, reverse, [h_0, c_0], P,
                                         group)
         return output, h_n, c_n, None
-    gates = _project(x, w_ih, b, reverse)  # (L, N, G), one GEMM; the kernel turns it into
-    hs = np.empty((L + 1, N, P), dt)       # the gates in place
-    cs = np.empty((L + 1, N, H), dt)
-    hs[0], cs[0] = h_0, c_0
-    output = np.empty((L, N, P), dt)
-    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
-    h_unproj = np.empty((N, H), dt) if proj else _empty(2, dt)  # o ⊙ tanh c', before W_hr
-    _lstm.lstm_forward(gates, gemm, w_hh_panels, w_hr_k, batch_sizes, reverse, hs, cs, hw,
-                       output, h_unproj)
-    return output, hs[L].copy(), cs[L].copy(), {"h": hs, "c": cs, "gates": gates}
+    fw_panels = _gemm.pack(w_hh, transpose=True)  # the step product h W_hh^T
+
+    def run(x, rows, states, w_ih_panels):  # a group of rows: its projection, its steps
+        L, n, _ = x.shape
+        gates = _group_projection(x, w_ih, b, reverse, w_ih_panels)  # (L, n, G); the
+        hs = np.empty((L + 1, n, P), dt)  # kernel turns it into the gates in place
+        cs = np.empty((L + 1, n, H), dt)
+        hs[0], cs[0] = states
+        output = np.empty((L, n, P), dt)
+        h_unproj = np.empty((n, H), dt) if proj else _empty(2, dt)  # o ⊙ tanh c', before W_hr
+        _lstm.lstm_forward(gates, _gemm.address(dt), fw_panels, w_hr_k, rows, reverse, hs, cs,
+                           _step_buffer(fw_panels, n), output, h_unproj)
+        return output, [hs[L].copy(), cs[L].copy()], {"h": hs, "c": cs, "gates": gates}
+
+    output, (h_n, c_n), saved = _train_forward(x, w_ih, batch_sizes, [h_0, c_0],
+                                               2.0 * L * N * G * P, run)
+    return output, h_n, c_n, saved
 
 
 def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=None,
                   reverse=False):
     """Compiled ``_reference.lstm_backward``: same arguments, same results."""
-    hs, cs, gates = saved["h"], saved["c"], saved["gates"]
     L, N, _ = x.shape
     dt = x.dtype
-    G = gates.shape[2]
+    G = w_ih.shape[0]
     H = G // 4
-    P = hs.shape[2]
+    P = w_hh.shape[1]
     proj = w_hr is not None
-    w_hh = np.ascontiguousarray(w_hh)
     w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    dh, dc = _state(dh_n, dt), _state(dc_n, dt)
-    d_output = np.ascontiguousarray(d_output, dtype=dt)
     batch_sizes = _batch_sizes(batch_sizes, L, N)
-    dz = np.empty((L, N, G), dt)  # dL/d(pre-activations), processing order
-    dh_steps = np.empty((L, N, P), dt) if proj else _empty(3, dt)
-    dh_unproj = np.empty((N, H), dt) if proj else _empty(2, dt)
-    tanh_c = np.empty((N, H), dt)
-    _lstm.lstm_backward(w_hh, w_hr_k, batch_sizes, bool(reverse), cs, gates, d_output, dh, dc,
-                        dz, dh_steps, dh_unproj, tanh_c)
-    dw_hh = _matmul(dz.reshape(-1, G).T, hs[:L].reshape(-1, P))  # one GEMM over all steps
-    dw_hr = None
-    if proj:
-        h_unproj = gates[:, :, 3 * H:] * np.tanh(cs[1:])  # o ⊙ tanh c', before W_hr
-        dw_hr = _matmul(dh_steps.reshape(-1, P).T, h_unproj.reshape(-1, H))
-    dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse)
+    reverse = bool(reverse)
+    bw_panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # dh = dz W_hh
+
+    def recursion(saved, rows, grads):
+        d_output, dh, dc = grads[0], _state(grads[1], dt), _state(grads[2], dt)
+        cs, gates = saved["c"], saved["gates"]
+        n = d_output.shape[1]
+        dz = np.empty((L, n, G), dt)  # dL/d(pre-activations), processing order
+        dh_steps = np.empty((L, n, P), dt) if proj else _empty(3, dt)
+        _lstm.lstm_backward(_gemm.address(dt), bw_panels, w_hr_k, rows, reverse, cs, gates,
+                            d_output, dh, dc, dz, dh_steps,
+                            np.empty((n, H), dt) if proj else _empty(2, dt),
+                            np.empty((n, H), dt), _step_buffer(bw_panels, n))
+        return [dh, dc], (dz, dh_steps)
+
+    def weight_grads(x, saved, rest):
+        dz, dh_steps = rest
+        hs, cs, gates = saved["h"], saved["c"], saved["gates"]
+        dw_hh = _matmul(dz.reshape(-1, G).T, hs[:L].reshape(-1, P))  # one GEMM over all steps
+        dw_hr = None
+        if proj:
+            h_unproj = gates[:, :, 3 * H:] * np.tanh(cs[1:])  # o ⊙ tanh c', before W_hr
+            dw_hr = _matmul(dh_steps.reshape(-1, P).T, h_unproj.reshape(-1, H))
+        dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse)
+        return dx, [dw_ih, dw_hh, db, dw_hr]
+
+    grads_in = [np.ascontiguousarray(d_output, dtype=dt), dh_n, dc_n]
+    dx, (dh, dc), (dw_ih, dw_hh, db, dw_hr) = _train_backward(
+        x, batch_sizes, saved, grads_in, recursion, weight_grads)
     return dx, dh, dc, dw_ih, dw_hh, db, dw_hr
 
 
@@ -321,39 +421,56 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
 
         output, (h_n,) = _inference(x, w_ih, b_ih, w_hh, batch_sizes, reverse, [h_0], H, group)
         return output, h_n, None
-    output = np.empty((L, N, H), dt)
-    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
-    gates = _project(x, w_ih, b_ih, reverse)  # (L, N, 3H), one GEMM; the kernel turns it
-    hs = np.empty((L + 1, N, H), dt)          # into the gates in place
-    w_hn_h = np.empty((L, N, H), dt)  # W_hn h + b_hn of every step, what r scales
-    hs[0] = h_0
-    _gru.gru_forward(gates, gemm, w_hh_panels, b_hh_k, batch_sizes, reverse, hs, hw, w_hn_h,
-                     output)
-    return output, hs[L].copy(), {"h": hs, "gates": gates, "w_hn_h": w_hn_h}
+    fw_panels = _gemm.pack(w_hh, transpose=True)  # the step product h W_hh^T
+
+    def run(x, rows, states, w_ih_panels):  # a group of rows: its projection, its steps
+        L, n, _ = x.shape
+        gates = _group_projection(x, w_ih, b_ih, reverse, w_ih_panels)  # (L, n, 3H); the
+        hs = np.empty((L + 1, n, H), dt)  # kernel turns it into the gates in place
+        w_hn_h = np.empty((L, n, H), dt)  # W_hn h + b_hn of every step, what r scales
+        hs[0] = states[0]
+        output = np.empty((L, n, H), dt)
+        _gru.gru_forward(gates, _gemm.address(dt), fw_panels, b_hh_k, rows, reverse, hs,
+                         _step_buffer(fw_panels, n), w_hn_h, output)
+        return output, [hs[L].copy()], {"h": hs, "gates": gates, "w_hn_h": w_hn_h}
+
+    output, (h_n,), saved = _train_forward(x, w_ih, batch_sizes, [h_0], 2.0 * L * N * G * H,
+                                           run)
+    return output, h_n, saved
 
 
 def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse=False):
     """Compiled ``_reference.gru_backward``: same arguments, same results."""
-    hs, gates, w_hn_h = saved["h"], saved["gates"], saved["w_hn_h"]
     L, N, _ = x.shape
     dt = x.dtype
-    G = gates.shape[2]
+    G = w_ih.shape[0]
     H = G // 3
-    w_hh = np.ascontiguousarray(w_hh)
-    dh = _state(dh_n, dt)
-    d_output = np.ascontiguousarray(d_output, dtype=dt)
     batch_sizes = _batch_sizes(batch_sizes, L, N)
-    dxw = np.empty((L, N, G), dt)  # d(x W_ih^T + b_ih), processing order
-    dhw_step = np.empty((N, G), dt)  # d(h W_hh^T + b_hh) of a step
-    dh_new = np.empty((N, H), dt)  # dL/dh' of a step
-    _gru.gru_backward(w_hh, batch_sizes, bool(reverse), hs, gates, w_hn_h, d_output, dh, dxw,
-                      dhw_step, dh_new)
-    dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse)
-    # d(h W_hh^T + b_hh) is d(x W_ih^T + b_ih) but for its n rows, r ⊙ that: derived in
-    # place once dxw has served, so no second (L, N, 3H) stack is ever allocated
-    dxw[:, :, 2 * H:] *= gates[:, :, :H]
-    dw_hh = _matmul(dxw.reshape(-1, G).T, hs[:L].reshape(-1, H))  # one GEMM over all steps
-    db_hh = dxw.reshape(-1, G).sum(axis=0)
+    reverse = bool(reverse)
+    bw_panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # dh = dhw W_hh
+
+    def recursion(saved, rows, grads):
+        d_output, dh = grads[0], _state(grads[1], dt)
+        n = d_output.shape[1]
+        dxw = np.empty((L, n, G), dt)  # d(x W_ih^T + b_ih), processing order
+        _gru.gru_backward(_gemm.address(dt), bw_panels, rows, reverse, saved["h"],
+                          saved["gates"], saved["w_hn_h"], d_output, dh, dxw,
+                          np.empty((n, G), dt),  # d(h W_hh^T + b_hh) of a step
+                          np.empty((n, H), dt),  # dL/dh' of a step
+                          _step_buffer(bw_panels, n))
+        return [dh], dxw
+
+    def weight_grads(x, saved, dxw):
+        dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse)
+        # d(h W_hh^T + b_hh) is d(x W_ih^T + b_ih) but for its n rows, r ⊙ that: derived
+        # in place once dxw has served, so no second (L, n, 3H) stack is ever allocated
+        dxw[:, :, 2 * H:] *= saved["gates"][:, :, :H]
+        dw_hh = _matmul(dxw.reshape(-1, G).T, saved["h"][:L].reshape(-1, H))  # one GEMM
+        return dx, [dw_ih, dw_hh, db_ih, dxw.reshape(-1, G).sum(axis=0)]
+
+    grads_in = [np.ascontiguousarray(d_output, dtype=dt), dh_n]
+    dx, (dh,), (dw_ih, dw_hh, db_ih, db_hh) = _train_backward(
+        x, batch_sizes, saved, grads_in, recursion, weight_grads)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh
 
 
@@ -376,29 +493,47 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
 
         output, (h_n,) = _inference(x, w_ih, b, w_hh, batch_sizes, reverse, [h_0], H, group)
         return output, h_n, None
-    output = np.empty((L, N, H), dt)
-    gemm, w_hh_panels, hw = _step_product(w_hh, N)  # hw: h W_hh^T of a step
-    xw = _project(x, w_ih, b, reverse)  # (L, N, H): every step in one GEMM
-    hs = np.empty((L + 1, N, H), dt)
-    hs[0] = h_0
-    _rnn.rnn_forward(xw, gemm, w_hh_panels, batch_sizes, reverse, relu, hs, hw, output)
-    return output, hs[L].copy(), {"h": hs}
+    fw_panels = _gemm.pack(w_hh, transpose=True)  # the step product h W_hh^T
+
+    def run(x, rows, states, w_ih_panels):  # a group of rows: its projection, its steps
+        L, n, _ = x.shape
+        xw = _group_projection(x, w_ih, b, reverse, w_ih_panels)  # (L, n, H)
+        hs = np.empty((L + 1, n, H), dt)
+        hs[0] = states[0]
+        output = np.empty((L, n, H), dt)
+        _rnn.rnn_forward(xw, _gemm.address(dt), fw_panels, rows, reverse, relu, hs,
+                         _step_buffer(fw_panels, n), output)
+        return output, [hs[L].copy()], {"h": hs}
+
+    output, (h_n,), saved = _train_forward(x, w_ih, batch_sizes, [h_0], 2.0 * L * N * H * H,
+                                           run)
+    return output, h_n, saved
 
 
 def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batch_sizes=None,
                  reverse=False):
     """Compiled ``_reference.rnn_backward``: same arguments, same results."""
-    hs = saved["h"]
     L, N, _ = x.shape
     dt = x.dtype
-    H = hs.shape[2]
-    w_hh = np.ascontiguousarray(w_hh)
-    dh = _state(dh_n, dt)
-    d_output = np.ascontiguousarray(d_output, dtype=dt)
+    H = w_ih.shape[0]
     batch_sizes = _batch_sizes(batch_sizes, L, N)
-    da = np.empty((L, N, H), dt)
-    _rnn.rnn_backward(w_hh, batch_sizes, bool(reverse), nonlinearity == "relu", hs, d_output,
-                      dh, da)
-    dw_hh = _matmul(da.reshape(-1, H).T, hs[:L].reshape(-1, H))
-    dx, dw_ih, db = _input_grads(da, x, w_ih, reverse)
+    reverse, relu = bool(reverse), nonlinearity == "relu"
+    bw_panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # dh = da W_hh
+
+    def recursion(saved, rows, grads):
+        d_output, dh = grads[0], _state(grads[1], dt)
+        n = d_output.shape[1]
+        da = np.empty((L, n, H), dt)  # dL/d(pre-activation), processing order
+        _rnn.rnn_backward(_gemm.address(dt), bw_panels, rows, reverse, relu, saved["h"],
+                          d_output, dh, da, _step_buffer(bw_panels, n))
+        return [dh], da
+
+    def weight_grads(x, saved, da):
+        dw_hh = _matmul(da.reshape(-1, H).T, saved["h"][:L].reshape(-1, H))
+        dx, dw_ih, db = _input_grads(da, x, w_ih, reverse)
+        return dx, [dw_ih, dw_hh, db]
+
+    grads_in = [np.ascontiguousarray(d_output, dtype=dt), dh_n]
+    dx, (dh,), (dw_ih, dw_hh, db) = _train_backward(x, batch_sizes, saved, grads_in, recursion,
+                                                    weight_grads)
     return dx, dh, dw_ih, dw_hh, db

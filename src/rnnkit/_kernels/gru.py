@@ -13,9 +13,10 @@ t = L-1-s when ``reverse`` (the last step first)::
     name         shape           order        meaning
     xw, gates    (L, N, G)       processing   x W_ih^T + b_ih, which the forward turns into
                                               the gates r, z, n in place
-    w_hh, b_hh   (G, H), (G,)    -            b_hh zeros without bias
+    b_hh         (G,)            -            zeros without bias
     gemm         int64           -            address of the step product (_gemm.py)
-    w_hh_panels  (G', H, NR)     -            W_hh^T packed for it: G' = ceil(G / NR)
+    w_hh_panels  (G', H, NR)     -            forward: W_hh^T packed for it, G' = ceil(G / NR)
+                 (H', G, NR)                  backward: W_hh packed, H' = ceil(H / NR)
     batch_sizes  (L,) int64      time         rows active at time t
     hs           (S, N, H)       processing   h entering step s: S = L + 1, or 2 slots
     output       (L, N, H)       time         h' of every step
@@ -26,12 +27,12 @@ t = L-1-s when ``reverse`` (the last step first)::
     dh_new       (N, H)          -            dL/dh' of the step: dh + d_output
     dxw          (L, N, G)       processing   dL/d xw
     dhw_step     (N, G)          -            dL/d(hw + b_hh) of the step
+    dhw          (N, H'NR)       -            dhw_step W_hh (past H: zero)
 
 The slow twins are ``rnnkit._reference.gru_forward`` / ``gru_backward``; the
 wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 """
 
-import numpy as np
 from numba import njit
 
 from ._gemm import step_product
@@ -102,15 +103,16 @@ def gru_forward(xw, gemm, w_hh_panels, b_hh, batch_sizes, reverse, hs, hw, w_hn_
 
 
 @njit(**_OPTS)
-def gru_backward(w_hh, batch_sizes, reverse, hs, gates, w_hn_h, d_output, dh, dxw, dhw_step,
-                 dh_new):
+def gru_backward(gemm, w_hh_panels, batch_sizes, reverse, hs, gates, w_hn_h, d_output, dh, dxw,
+                 dhw_step, dh_new, dhw):
     """The fused BPTT of ``gru_forward`` (training), from the last processing step down.
 
-    read      w_hh, batch_sizes; hs, gates, w_hn_h (the forward's histories); d_output
+    read      w_hh_panels (W_hh, not transposed, packed: dh = d(h W_hh^T) W_hh by gemm),
+              batch_sizes; hs, gates, w_hn_h (the forward's histories); d_output
     in/out    dh: dh_n on entry, dh_0 on exit
     written   dxw: zeros where a row is inactive. dL/d(h W_hh^T + b_hh) equals it but
               for the n rows, which are r ⊙ dxw_n: the caller derives it in place afterwards
-    scratch   dhw_step (for dh), dh_new
+    scratch   dhw_step (for dh), dh_new, dhw (dhw_step W_hh, widened to whole panels)
     """
     L, N, G = dxw.shape
     H = G // 3
@@ -141,8 +143,8 @@ def gru_backward(w_hh, batch_sizes, reverse, hs, gates, w_hn_h, d_output, dh, dx
                 dhwm[k] = dxwm[k]
             for j in range(H):
                 dhwm[2 * H + j] = dxwm[2 * H + j] * gm[j]  # d(W_hn h + b_hn) = r ⊙ da_n
-        np.dot(dhw_step[:n], w_hh, dh[:n])  # (n, H)
+        step_product(gemm, dhw_step, n, w_hh_panels, dhw)  # (n, H)
         for m in range(n):
-            gm, dhm, dh_newm = gates[s, m], dh[m], dh_new[m]
+            gm, dhm, dh_newm, dhwm = gates[s, m], dh[m], dh_new[m], dhw[m]
             for j in range(H):
-                dhm[j] = dh_newm[j] * gm[H + j] + dhm[j]  # + z ⊙ dh' directly
+                dhm[j] = dh_newm[j] * gm[H + j] + dhwm[j]  # + z ⊙ dh' directly

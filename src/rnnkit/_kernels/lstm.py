@@ -13,9 +13,10 @@ walk, t = s, or t = L-1-s when ``reverse`` (the last step first)::
     name         shape           order        meaning
     xw, gates    (L, N, G)       processing   x W_ih^T + b_ih + b_hh, which the forward
                                               turns into the gates i, f, g, o in place
-    w_hh, w_hr   (G, P), (P, H)  -            w_hr (0, 0) without projection
+    w_hr         (P, H)          -            (0, 0) without projection
     gemm         int64           -            address of the step product (_gemm.py)
-    w_hh_panels  (G', P, NR)     -            W_hh^T packed for it: G' = ceil(G / NR)
+    w_hh_panels  (G', P, NR)     -            forward: W_hh^T packed for it, G' = ceil(G / NR)
+                 (P', G, NR)                  backward: W_hh packed, P' = ceil(P / NR)
     batch_sizes  (L,) int64      time         rows active at time t
     hs, cs       (S, N, P|H)     processing   h, c entering step s: S = L + 1, or 2 slots
     output       (L, N, P)       time         h' of every step
@@ -26,6 +27,7 @@ walk, t = s, or t = L-1-s when ``reverse`` (the last step first)::
     dh, dc       (N, P), (N, H)  -            dL/dh, dL/dc carried from step to step
     dz           (L, N, G)       processing   dL/d(xw + hw), the pre-activations
     dh_steps     (L, N, P)       processing   dL/dh' of every step; (0, 0, 0) without W_hr
+    dhw          (N, P'NR)       -            dz W_hh of the step (W_hh packed untransposed)
     dh_unproj    (N, H)          -            dL/d h_unproj; (0, 0) without projection
 
 The slow twins are ``rnnkit._reference.lstm_forward`` / ``lstm_backward``; the
@@ -113,14 +115,15 @@ def lstm_forward(xw, gemm, w_hh_panels, w_hr, batch_sizes, reverse, hs, cs, hw, 
 
 
 @njit(**_OPTS)
-def lstm_backward(w_hh, w_hr, batch_sizes, reverse, cs, gates, d_output, dh, dc, dz,
-                  dh_steps, dh_unproj, tanh_c):
+def lstm_backward(gemm, w_hh_panels, w_hr, batch_sizes, reverse, cs, gates, d_output, dh, dc,
+                  dz, dh_steps, dh_unproj, tanh_c, dhw):
     """The fused BPTT of ``lstm_forward`` (training), from the last processing step down.
 
-    read      w_hh, w_hr, batch_sizes; cs, gates (the forward's histories); d_output
+    read      w_hh_panels (W_hh, not transposed, packed: dh = dz W_hh by gemm), w_hr,
+              batch_sizes; cs, gates (the forward's histories); d_output
     in/out    dh, dc: dh_n, dc_n on entry; dh_0, dc_0 on exit
     written   dz: zeros where a row is inactive; dh_steps (for dW_hr)
-    scratch   dh_unproj, tanh_c
+    scratch   dh_unproj, tanh_c, dhw (the step product dz W_hh, widened to whole panels)
     """
     L, N, G = dz.shape
     H = G // 4
@@ -166,4 +169,6 @@ def lstm_backward(w_hh, w_hr, batch_sizes, reverse, cs, gates, d_output, dh, dc,
                 dzm[3 * H + j] = dhm[j] * tanh_cm[j] * o * (one - o)
             for j in range(H):
                 dcm[j] = dcm[j] * gm[H + j]  # c' = f ⊙ c + i ⊙ g
-        np.dot(dz[s, :n], w_hh, dh[:n])  # (n, P)
+        step_product(gemm, dz[s], n, w_hh_panels, dhw)  # dh = dz W_hh: (n, P)
+        for m in range(n):
+            _copy(dh[m], dhw[m, :P])

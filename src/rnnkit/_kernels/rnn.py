@@ -9,9 +9,9 @@ when ``reverse`` (the last step first)::
 
     name         shape           order        meaning
     xw           (L, N, H)       processing   x W_ih^T + b_ih + b_hh
-    w_hh         (H, H)          -
     gemm         int64           -            address of the step product (_gemm.py)
-    w_hh_panels  (H', H, NR)     -            W_hh^T packed for it: H' = ceil(H / NR)
+    w_hh_panels  (H', H, NR)     -            W_hh^T packed for it (forward), W_hh (backward):
+                                              H' = ceil(H / NR)
     batch_sizes  (L,) int64      time         rows active at time t
     hs           (S, N, H)       processing   h entering step s: S = L + 1, or 2 slots
     output       (L, N, H)       time         h' of every step
@@ -19,12 +19,12 @@ when ``reverse`` (the last step first)::
     d_output     (L, N, H)       time         dL/d output
     dh           (N, H)          -            dL/dh carried from step to step
     da           (L, N, H)       processing   dL/d(xw + hw), the pre-activation
+    dhw          (N, H'NR)       -            da W_hh of the step (past H: zero)
 
 The slow twins are ``rnnkit._reference.rnn_forward`` / ``rnn_backward``; the
 wrappers that allocate and choose a kernel are in ``rnnkit._ops``.
 """
 
-import numpy as np
 from numba import njit
 
 from ._gemm import step_product
@@ -79,12 +79,14 @@ def rnn_forward(xw, gemm, w_hh_panels, batch_sizes, reverse, relu, hs, hw, outpu
 
 
 @njit(**_OPTS)
-def rnn_backward(w_hh, batch_sizes, reverse, relu, hs, d_output, dh, da):
+def rnn_backward(gemm, w_hh_panels, batch_sizes, reverse, relu, hs, d_output, dh, da, dhw):
     """The fused BPTT of ``rnn_forward`` (training), from the last processing step down.
 
-    read      w_hh, batch_sizes, relu; hs (the forward's history); d_output
+    read      w_hh_panels (W_hh, not transposed, packed: dh = da W_hh by gemm),
+              batch_sizes, relu; hs (the forward's history); d_output
     in/out    dh: dh_n on entry, dh_0 on exit
     written   da: zeros where a row is inactive
+    scratch   dhw (the step product da W_hh, widened to whole panels)
     """
     L, N, H = da.shape
     one, zero = da.dtype.type(1), da.dtype.type(0)  # typed: literals are int64/float64
@@ -103,4 +105,6 @@ def rnn_backward(w_hh, batch_sizes, reverse, relu, hs, d_output, dh, da):
             else:
                 for j in range(H):  # tanh' = 1 - tanh²
                     dam[j] = (dhm[j] + dom[j]) * (one - h_new[j] * h_new[j])
-        np.dot(da[s, :n], w_hh, dh[:n])  # (n, H)
+        step_product(gemm, da[s], n, w_hh_panels, dhw)  # dh = da W_hh: (n, H)
+        for m in range(n):
+            _copy(dh[m], dhw[m, :H])
