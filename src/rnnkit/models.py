@@ -10,9 +10,53 @@ from . import nn
 from . import numpy as rnp
 from .nn.utils.rnn import pack_padded_sequence
 
-__all__ = ["SequenceClassifier"]
+__all__ = ["SequenceClassifier", "SequenceRegressor"]
 
 _LAYERS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+def _patches(x, lengths, p: int):
+    """``(N, L, C)`` standardized steps -> ``(N, ceil(L / p), p C)`` patches of ``p`` steps
+    (steps after a series' end, and past ``L``, read as zeros), and the patches' lengths."""
+    N, L, C = x.shape
+    if lengths is not None:  # zero the padding: standardized, it would not be zero
+        after_end = np.arange(L)[None, :] >= np.asarray(lengths)[:, None]  # (N, L)
+        x = rnp.where(after_end[:, :, None], 0.0, x)
+    pad = -L % p
+    if pad:
+        x = rnp.concatenate([x, np.zeros((N, pad, C), x.dtype)], axis=1)
+    x = rnp.reshape(x, (N, (L + pad) // p, p * C))  # step t's p C values, steps in order
+    if lengths is not None:
+        lengths = -(-np.asarray(lengths) // p)
+    return x, lengths
+
+
+def _build_reader(self, input_size, num_outputs, model, hidden_size, num_layers,
+                  bidirectional, dropout, dtype, mean, std, patch) -> None:
+    """The recurrent reader and linear head that both models share, built on ``self``."""
+    if model not in _LAYERS:
+        raise ValueError(f"model must be one of {sorted(_LAYERS)}, got {model!r}")
+    if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
+        raise ValueError(f"patch must be a positive int, got {patch!r}")
+    self.input_size, self.patch = int(input_size), int(patch)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layer = getattr(nn, _LAYERS[model])
+    # torch warns about dropout with one layer: there is nothing between layers
+    self.rnn = layer(patch * input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                     dropout=dropout if num_layers > 1 else 0.0,
+                     bidirectional=bidirectional, dtype=dtype)
+    self.dropout = nn.Dropout(dropout)
+    D = 2 if bidirectional else 1
+    self.fc = nn.Linear(D * hidden_size, num_outputs, dtype=dtype)
+    self.model = model
+    self.dtype = self.rnn.dtype
+    self.mean = None if mean is None else np.asarray(mean, dtype=self.dtype)
+    self.std = None if std is None else np.asarray(std, dtype=self.dtype)
+    for name, stat in (("mean", self.mean), ("std", self.std)):
+        if stat is not None and stat.shape != (input_size,):
+            raise ValueError(f"{name} must have shape (input_size,) = ({input_size},), "
+                             f"got {stat.shape}")
 
 
 class SequenceClassifier(nn.Module):
@@ -21,7 +65,8 @@ class SequenceClassifier(nn.Module):
     bidirectional) feeds a linear head::
 
         x'     = (x - mean) / std                      per channel, if given
-        h_n    = RNN(pack_padded_sequence(x', lengths))
+        x''    = x' in patches: steps [p t, p t + p) side by side, (N, L/p, p C)
+        h_n    = RNN(pack_padded_sequence(x'', ceil(lengths / p)))
         logits = W [h_n[-2] ; h_n[-1]] + b             bidirectional: last layer's two directions
 
     The model also keeps what turns raw series into class names, so a saved model
@@ -39,6 +84,9 @@ class SequenceClassifier(nn.Module):
         dtype: ``np.float32`` or ``np.float64`` (or their names). Default: float32
         classes: ``num_classes`` class names, or None for ``"0", "1", ...``.
         mean, std: C numbers each, to standardize inputs with, or None.
+        patch: p, consecutive steps read as one (their p C values side by side; a
+            series' last patch is completed with zeros): the recurrence runs
+            ``ceil(L / p)`` steps, which long series need. Default: 1
 
     Shape:
         input: (N, L, C), zero-padded after each series' end; lengths: (N,) or None
@@ -57,49 +105,33 @@ class SequenceClassifier(nn.Module):
     def __init__(self, input_size: int, num_classes: int, model: str = "lstm",
                  hidden_size: int = 64, num_layers: int = 1, bidirectional: bool = True,
                  dropout: float = 0.0, dtype=None, classes: Sequence[str] | None = None,
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 patch: int = 1):
         super().__init__()
-        if model not in _LAYERS:
-            raise ValueError(f"model must be one of {sorted(_LAYERS)}, got {model!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
                 or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        layer = getattr(nn, _LAYERS[model])
-        # torch warns about dropout with one layer: there is nothing between layers
-        self.rnn = layer(input_size, hidden_size, num_layers=num_layers, batch_first=True,
-                         dropout=dropout if num_layers > 1 else 0.0,
-                         bidirectional=bidirectional, dtype=dtype)
-        self.dropout = nn.Dropout(dropout)
-        D = 2 if bidirectional else 1
-        self.fc = nn.Linear(D * hidden_size, num_classes, dtype=dtype)
-        self.model = model
+        _build_reader(self, input_size, num_classes, model, hidden_size, num_layers,
+                      bidirectional, dropout, dtype, mean, std, patch)
         self.num_classes = int(num_classes)
-        self.dtype = self.rnn.dtype
         if classes is None:
             classes = [str(k) for k in range(num_classes)]
         if len(classes) != num_classes:
             raise ValueError(f"classes must name num_classes = {num_classes} classes, "
                              f"got {len(classes)}")
         self.classes = [str(c) for c in classes]
-        self.mean = None if mean is None else np.asarray(mean, dtype=self.dtype)
-        self.std = None if std is None else np.asarray(std, dtype=self.dtype)
-        for name, stat in (("mean", self.mean), ("std", self.std)):
-            if stat is not None and stat.shape != (input_size,):
-                raise ValueError(f"{name} must have shape (input_size,) = ({input_size},), "
-                                 f"got {stat.shape}")
 
     def config(self) -> dict:
         """The constructor arguments that rebuild this model (JSON-able)."""
         rnn = self.rnn
         return {
-            "input_size": rnn.input_size, "num_classes": self.num_classes, "model": self.model,
+            "input_size": self.input_size, "num_classes": self.num_classes, "model": self.model,
             "hidden_size": rnn.hidden_size, "num_layers": rnn.num_layers,
             "bidirectional": rnn.bidirectional, "dropout": float(self.dropout.p),
             "dtype": self.dtype.name, "classes": list(self.classes),
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
+            "patch": self.patch,
         }
 
     def extra_repr(self) -> str:
@@ -111,6 +143,8 @@ class SequenceClassifier(nn.Module):
             x = x - self.mean
         if self.std is not None:
             x = x / self.std
+        if self.patch > 1:
+            x, lengths = _patches(x, lengths, self.patch)
         if lengths is not None:
             x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, state = self.rnn(x)
@@ -148,3 +182,69 @@ class SequenceClassifier(nn.Module):
     def predict(self, series: Sequence[np.ndarray], batch_size: int = 256) -> list[str]:
         """Class names of raw ``(L_i, C)`` series."""
         return [self.classes[k] for k in self.predict_proba(series, batch_size).argmax(axis=1)]
+
+
+class SequenceRegressor(nn.Module):
+    r"""Predict one number per variable-length multichannel series: the reader of
+    :class:`SequenceClassifier` (same layers, same standardization of inputs) with a
+    head of one output, trained on standardized targets and mapped back::
+
+        y = target_std * (W [h_n[-2] ; h_n[-1]] + b) + target_mean
+
+    Args:
+        input_size, model, hidden_size, num_layers, bidirectional, dropout, dtype,
+        mean, std, patch: as for :class:`SequenceClassifier`.
+        target_mean, target_std: the training targets' mean and standard deviation.
+            Default: 0.0, 1.0
+
+    Shape:
+        input: (N, L, C), zero-padded; lengths: (N,) or None. Output: (N,), standardized
+        targets (``predict`` maps them back).
+
+    Example:
+        >>> import numpy as np
+        >>> model = SequenceRegressor(3, hidden_size=5, target_mean=10.0)
+        >>> model(np.zeros((2, 6, 3), np.float32), lengths=[6, 2]).shape
+        (2,)
+        >>> model.predict([np.zeros((6, 3)), np.ones((2, 3))]).shape
+        (2,)
+    """
+
+    def __init__(self, input_size: int, model: str = "lstm", hidden_size: int = 64,
+                 num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.0,
+                 dtype=None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, patch: int = 1,
+                 target_mean: float = 0.0, target_std: float = 1.0):
+        super().__init__()
+        _build_reader(self, input_size, 1, model, hidden_size, num_layers, bidirectional,
+                      dropout, dtype, mean, std, patch)
+        if not (np.isfinite(target_std) and target_std > 0 and np.isfinite(target_mean)):
+            raise ValueError("target_mean must be finite and target_std positive, got "
+                             f"{target_mean}, {target_std}")
+        self.num_classes = 1  # outputs of the head, for _logits
+        self.target_mean, self.target_std = float(target_mean), float(target_std)
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this model (JSON-able)."""
+        rnn = self.rnn
+        return {
+            "input_size": self.input_size, "model": self.model, "hidden_size": rnn.hidden_size,
+            "num_layers": rnn.num_layers, "bidirectional": rnn.bidirectional,
+            "dropout": float(self.dropout.p), "dtype": self.dtype.name,
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+            "patch": self.patch, "target_mean": self.target_mean, "target_std": self.target_std,
+        }
+
+    def extra_repr(self) -> str:
+        return f"target_mean={self.target_mean:g}, target_std={self.target_std:g}"
+
+    def forward(self, input: np.ndarray, lengths=None):
+        return SequenceClassifier.forward(self, input, lengths)[:, 0]  # (N,), standardized
+
+    _logits = SequenceClassifier._logits  # (N,) here: the one inference loop, shared
+
+    def predict(self, series: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """One float64 prediction per raw ``(L_i, C)`` series, in the targets' units."""
+        z = self._logits(series, batch_size).reshape(-1).astype(np.float64)  # (N,)
+        return z * self.target_std + self.target_mean

@@ -313,6 +313,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_series(train: Split, settings: dict | None = None, *, regression: bool = False,
+                 verbose: bool = False):
+    """Train on series in memory as ``rnnkit train`` trains: the same steps, defaults and
+    seeds, without files. The estimators of :mod:`rnnkit.estimators` call it.
+
+    Args:
+        train: the training series and their labels (class names, or numbers when
+            ``regression``); ``train.classes`` fixes the order of the logits.
+        settings: any of ``DEFAULTS``' keys; the rest take the defaults.
+        regression: train a :class:`~rnnkit.models.SequenceRegressor` on mean squared
+            error instead of a classifier on cross-entropy.
+        verbose: print what ``rnnkit train`` prints.
+
+    Returns:
+        ``(model, history)``: the model with the weights that ``rnnkit train`` would save,
+        and the per-epoch records of its ``metrics.json``.
+    """
+    import contextlib
+    import io
+
+    unknown = sorted(set(settings or {}) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown training settings {unknown}; known: {sorted(DEFAULTS)}")
+    settings = {**DEFAULTS, **(settings or {}), "dataset": None}
+    if settings["lr"] is None:
+        settings["lr"] = _LR[settings["optimizer"]]
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):
+        data = _split_data(settings, train, None, train.source, regression)
+        job = _start_training(settings, data, None, None, None, started)
+        for epoch in range(1, settings["epochs"] + 1):
+            _train_epoch(job, data, settings, epoch)
+    job.model.load_state_dict(job.best_state)
+    job.model.eval()
+    return job.model, job.history
+
+
 # ---------------------------------------------------------------- data step
 
 
@@ -321,7 +358,7 @@ class _Data:
     """The run's series, split and encoded the same way on every (re)start."""
 
     name: str  # the data set's, for messages and titles
-    classes: list[str]  # class names, in logit order
+    classes: list[str] | None  # class names, in logit order; None: regression
     num_channels: int
     fit: Split  # the part of the training set trained on
     val: Split  # the part held out for validation (may be empty)
@@ -332,31 +369,54 @@ class _Data:
     mean: np.ndarray  # fit's per-channel statistics, (C,) each
     std: np.ndarray
     shuffle_seed: np.random.SeedSequence  # of the batch order and the input noise
+    target: tuple[float, float] = (0.0, 1.0)  # regression: the targets' (mean, std)
 
 
 def _prepare_data(settings: dict) -> _Data:
-    """Read the data; hold out a stratified validation split and take the channel
-    statistics of the rest, from the seed; print a summary."""
+    """Read the data, then split it as `_split_data` does."""
+    train, test, name = _load_data(settings)
+    return _split_data(settings, train, test, name)
+
+
+def _split_data(settings: dict, train: Split, test: Split | None, name: str,
+                regression: bool = False) -> _Data:
+    """Hold out a stratified validation split (regression: a random one) and take the
+    channel statistics of the rest, from the seed; print a summary. Regression targets
+    are standardized by the statistics of the part trained on."""
     import numpy as np
 
     from .. import data as D
 
-    train, test, name = _load_data(settings)
-    classes = _class_names(train)
-    y_all = D.encode_labels(train.labels, classes, train.source)
     split_seed, shuffle_seed = np.random.SeedSequence(settings["seed"]).spawn(2)
-    keep, held = D.stratified_split(y_all, settings["val_fraction"],
+    if regression:
+        classes, y_all = None, np.asarray(train.labels, np.float64)
+        strata = np.zeros(len(y_all), np.int64)
+    else:
+        classes = _class_names(train)
+        y_all = strata = D.encode_labels(train.labels, classes, train.source)
+    keep, held = D.stratified_split(strata, settings["val_fraction"],
                                     np.random.default_rng(split_seed))
     fit, val = train.subset(keep), train.subset(held)
-    y_test = D.encode_labels(test.labels, classes, test.source) if test is not None else None
+    if test is None:
+        y_test = None
+    elif regression:
+        y_test = np.asarray(test.labels, np.float64)
+    else:
+        y_test = D.encode_labels(test.labels, classes, test.source)
+    target = (0.0, 1.0)
+    if regression:
+        target = (float(y_all[keep].mean()), float(y_all[keep].std()) or 1.0)
+        y_all = (y_all - target[0]) / target[1]
+        y_test = None if y_test is None else (y_test - target[0]) / target[1]
     mean, std = D.channel_stats(fit.series)
     lengths = [s.shape[0] for s in train.series]
     print(f"{name}: {len(fit)} train / {len(val)} validation / "
           f"{len(test) if test is not None else 0} test series, {train.num_channels} "
           f"channel{'' if train.num_channels == 1 else 's'}, "
-          f"{len(classes)} classes, lengths {min(lengths)}-{max(lengths)}")
+          f"{'regression' if regression else f'{len(classes)} classes'}, "
+          f"lengths {min(lengths)}-{max(lengths)}")
     return _Data(name, classes, train.num_channels, fit, val, test, y_all[keep], y_all[held],
-                 y_test, mean, std, shuffle_seed)
+                 y_test, mean, std, shuffle_seed, target)
 
 
 def _load_data(settings: dict):
@@ -419,22 +479,25 @@ class _Training:
 
 
 def _start_training(settings: dict, data: _Data, meta: dict | None, arrays: dict | None,
-                    out: Path, started: float) -> _Training:
+                    out: Path | None, started: float) -> _Training:
     """The model and its optimizer, initialized from the seed; when resuming, overwritten
     (with the rngs, history and best epoch) from the checkpoint. Prints the model."""
     import numpy as np
 
     import rnnkit
-    from rnnkit.models import SequenceClassifier
+    from rnnkit.models import SequenceClassifier, SequenceRegressor
 
     rnnkit.manual_seed(settings["seed"])
-    model = SequenceClassifier(
-        data.num_channels, len(data.classes), model=settings["model"],
-        hidden_size=settings["hidden_size"], num_layers=settings["num_layers"],
-        bidirectional=settings["bidirectional"], dropout=settings["dropout"],
-        dtype=settings["dtype"], classes=data.classes, mean=data.mean.tolist(),
-        std=data.std.tolist(),
-    )
+    shape = {key: settings[key] for key in ("model", "hidden_size", "num_layers",
+                                            "bidirectional", "dropout", "dtype")}
+    if data.classes is None:
+        model = SequenceRegressor(data.num_channels, **shape, mean=data.mean.tolist(),
+                                  std=data.std.tolist(), target_mean=data.target[0],
+                                  target_std=data.target[1])
+    else:
+        model = SequenceClassifier(data.num_channels, len(data.classes), **shape,
+                                   classes=data.classes, mean=data.mean.tolist(),
+                                   std=data.std.tolist())
     job = _Training(model, _make_optimizer(settings, model.parameters()),
                     np.random.default_rng(data.shuffle_seed), history=[], best=None,
                     best_state=None, start_epoch=0, elapsed_before=0.0, started=started)
@@ -452,8 +515,8 @@ def _start_training(settings: dict, data: _Data, meta: dict | None, arrays: dict
         job.elapsed_before, job.start_epoch = meta["elapsed_seconds"], meta["epoch"]
         print(f"resuming {out} after epoch {job.start_epoch}")
     n_params = sum(p.size for p in model.parameters())
-    print(f"{model.rnn!r} -> Linear({model.fc.in_features}, {len(data.classes)}): "
-          f"{n_params:,} parameters; saving to {out}")
+    print(f"{model.rnn!r} -> Linear({model.fc.in_features}, {model.fc.out_features}): "
+          f"{n_params:,} parameters" + ("" if out is None else f"; saving to {out}"))
     return job
 
 
@@ -482,7 +545,9 @@ def _train_epoch(job: _Training, data: _Data, settings: dict, epoch: int) -> Non
     weights if they are the best so far and prints the epoch's line."""
     t0 = time.perf_counter()
     record = {"epoch": epoch, **_training_pass(job, data, settings, epoch)}
-    if len(data.val):
+    if len(data.val) and data.classes is None:
+        record["val_loss"] = _squared_error(job.model, data.val.series, data.y_val)
+    elif len(data.val):
         record["val_loss"], record["val_accuracy"], _ = _score(job.model, data.val.series,
                                                                data.y_val)
     record["seconds"] = time.perf_counter() - t0
@@ -495,10 +560,13 @@ def _train_epoch(job: _Training, data: _Data, settings: dict, epoch: int) -> Non
         job.best = {"epoch": epoch, "key": list(key)}
         job.best_state = job.model.state_dict()
     epochs = settings["epochs"]
-    line = (f"epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss "
-            f"{record['train_loss']:.4f} acc {_pct(record['train_accuracy'])}")
+    line = f"epoch {epoch:>{len(str(epochs))}}/{epochs}  train loss {record['train_loss']:.4f}"
+    if "train_accuracy" in record:
+        line += f" acc {_pct(record['train_accuracy'])}"
     if len(data.val):
-        line += f"  val loss {record['val_loss']:.4f} acc {_pct(record['val_accuracy'])}"
+        line += f"  val loss {record['val_loss']:.4f}"
+    if "val_accuracy" in record:
+        line += f" acc {_pct(record['val_accuracy'])}"
     print(f"{line}  {record['seconds']:.1f}s{'  *' if improved else ''}", flush=True)
 
 
@@ -518,7 +586,8 @@ def _training_pass(job: _Training, data: _Data, settings: dict, epoch: int) -> d
     base_lr = _base_lr(settings)  # not the optimizer's: a resumed one holds a decayed lr
     for group in optimizer.param_groups:  # a function of the epoch alone: resumable
         group["lr"] = base_lr * settings["lr_decay"] ** (epoch - 1)
-    value_and_grad = rnnkit.value_and_grad(_loss)
+    regression = data.classes is None
+    value_and_grad = rnnkit.value_and_grad(_squared_error_loss if regression else _loss)
     n_batches = -(-len(data.fit) // batch_size)
     model.train()
     total_loss, correct, seen_n = 0.0, 0, 0
@@ -535,13 +604,15 @@ def _training_pass(job: _Training, data: _Data, settings: dict, epoch: int) -> d
             optimizer.step(grads)
             optimizer.zero_grad()
             total_loss += float(loss) * len(idx)
-            correct += int((seen[0].argmax(axis=1) == y).sum())
+            correct += 0 if regression else int((seen[0].argmax(axis=1) == y).sum())
             seen_n += len(idx)
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / seen_n:.4f}", acc=_pct(correct / seen_n))
     if not np.isfinite(total_loss):
         raise ValueError(f"the training loss became {total_loss} at epoch {epoch}; lower "
                          "--lr or set --clip")
+    if regression:
+        return {"train_loss": total_loss / seen_n}
     return {"train_loss": total_loss / seen_n, "train_accuracy": correct / seen_n}
 
 
@@ -554,6 +625,13 @@ def _loss(model, x, lengths, y, seen: list):
     logits = model(x, lengths)
     seen.append(getval(logits))
     return nn.functional.cross_entropy(logits, y)
+
+
+def _squared_error_loss(model, x, lengths, y, seen: list):
+    """The regression loss of a batch: the mean squared error in standardized units."""
+    from rnnkit import nn
+
+    return nn.functional.mse_loss(model(x, lengths), y.astype(model.dtype))
 
 
 def _progress(total: int, desc: str):
@@ -582,6 +660,13 @@ def _score(model, series, y) -> tuple[float, float, np.ndarray]:
     pred = logits.argmax(axis=1)
     loss = cross_entropy(logits.astype(np.float64), y)
     return float(loss), float((pred == y).mean()), pred
+
+
+def _squared_error(model, series, y) -> float:
+    """The mean squared error of a regressor on raw series, in standardized units."""
+    import numpy as np
+
+    return float(np.mean((model._logits(series).astype(np.float64) - y) ** 2))
 
 
 def _evaluate_best(job: _Training, data: _Data) -> tuple[dict, tuple]:
