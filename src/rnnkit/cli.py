@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _ending(args.run(args))
-    except (ValueError, TypeError, FileNotFoundError, PermissionError) as error:
-        # the user's mistake: one line, exit 2
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, ConnectionError) as error:
+        # the user's mistake (or an address that does not answer): one line, exit 2
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"rnnkit {args.command}: {message}", file=sys.stderr)
         return _ending(2)

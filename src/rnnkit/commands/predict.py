@@ -6,6 +6,8 @@ labels, the accuracy goes to stderr (so stdout stays one prediction per line).
 Examples:
   rnnkit predict --model runs/20250101-120000/model.safetensors --data MyProblem_TEST.ts
   rnnkit predict --model runs/20250101-120000 --data new_series.ts > predictions.txt
+  rnnkit predict --model runs/x --data big.ts --dask local            (worker processes here)
+  rnnkit predict --model runs/x --data big.ts --dask tcp://host:8786  (a running scheduler's)
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from ._argtypes import nonnegative_float as _nonnegative_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="series to classify, in the .ts format (labels optional)")
     parser.add_argument("--proba", action="store_true",
                         help="also print each class probability, tab-separated")
+    parser.add_argument("--dask", metavar="local|ADDRESS",
+                        help="classify on a Dask cluster, with the same results: 'local' "
+                             "starts worker processes on this machine (closed after), "
+                             "tcp://host:8786 uses a running scheduler's workers "
+                             "(pip install 'rnnkit[dask]')")
+    parser.add_argument("--dask-timeout", type=_nonnegative_float, default=10.0,
+                        metavar="SECONDS",
+                        help="give up reaching the --dask scheduler after this (default 10)")
 
 
 def load_classifier(path: str | Path):
@@ -59,7 +71,13 @@ def run(args: argparse.Namespace) -> int:
     if split.num_channels != expected:
         raise ValueError(f"{args.data} has {split.num_channels} channels per step, but the model "
                          f"was trained on {expected}")
-    proba = model.predict_proba(split.series)
+    if args.dask is None:
+        proba = model.predict_proba(split.series)
+    else:  # the file's bytes go to the workers, each loads the model once
+        from .. import dask as rdask
+
+        proba = rdask.predict_proba(args.model, split.series, args.dask,
+                                    timeout=args.dask_timeout)
     names = [model.classes[k] for k in proba.argmax(axis=1)]
     lines = []
     for name, p in zip(names, proba):
