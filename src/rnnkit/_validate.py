@@ -21,6 +21,7 @@ __all__ = [
     "float_array",
     "array_of",
     "expect_shape",
+    "call_lengths",
 ]
 
 
@@ -101,3 +102,34 @@ def expect_shape(name: str, array, expected: tuple, spelled: str, hint: str = ""
     shape = tuple(getval(array).shape)
     if shape != tuple(expected):
         raise ValueError(f"{name} must have shape {spelled} = {tuple(expected)}, got {shape}{hint}")
+
+
+def call_lengths(value, batch: int, seq_len: int) -> np.ndarray:
+    """The ``lengths=`` of a layer call: one int per sequence, each in ``[0, seq_len]``
+    (0 allowed, unlike packing), as int64. Floats are refused, even whole ones: a length
+    is a count of steps, and a float here is usually a mean or a mask taken by mistake."""
+    array = np.asarray(from_torch(getval(value)))
+    if array.ndim != 1:
+        raise ValueError(
+            f"lengths must be 1-D, one length per sequence (batch = {batch} entries), got "
+            f"shape {array.shape}"
+        )
+    if array.size and (array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(
+            f"lengths must be integers (a list of ints or an integer array), got {array.dtype} "
+            f"values {array.tolist()}"
+        )
+    if array.size != batch:
+        raise ValueError(
+            f"lengths must have one entry per sequence in the batch: expected {batch} "
+            f"entries, got {array.size}"
+        )
+    array = array.astype(np.int64, copy=False)
+    if np.any(array < 0):
+        raise ValueError(f"lengths must not be negative, got lengths {array.tolist()}")
+    if np.any(array > seq_len):
+        raise ValueError(
+            f"lengths must not exceed the padded length of input (seq_len = {seq_len}), got "
+            f"lengths {array.tolist()}"
+        )
+    return array

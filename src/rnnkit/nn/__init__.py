@@ -17,6 +17,7 @@ from .modules import (
     RNNCell,
     RNNCellBase,
     Sequential,
+    Stream,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "Embedding",
     "Dropout",
     "Sequential",
+    "Stream",
 ]

@@ -6,6 +6,7 @@ from .linear import Identity, Linear
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from .sparse import Embedding
+from .stream import Stream
 
 __all__ = [
     "Module",
@@ -23,4 +24,5 @@ __all__ = [
     "Embedding",
     "Dropout",
     "Sequential",
+    "Stream",
 ]

@@ -15,14 +15,16 @@ import numbers
 import warnings
 
 import numpy as np
-from autograd.tracer import getval
+from autograd.tracer import getval, isbox
 
 from ..._autodiff import StackSpec, stacked_layers
 from ..._modes import MODES, layer_suffix, rnn_mode, weight_names
 from ..._random import default_generator
-from ..._validate import expect_shape, float_array, float_dtype, int_arg
+from ..._validate import call_lengths, expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
+from . import _lengths
 from .module import Module, Parameter
+from .stream import Stream, stream_of
 
 __all__ = ["RNNBase", "LSTM", "GRU", "RNN", "RNNCellBase", "LSTMCell", "GRUCell", "RNNCell"]
 
@@ -257,9 +259,44 @@ class RNNBase(_StackModule):
                       f"(num_layers*num_directions, batch, {spelled_size})", hint)
         return state
 
-    def forward(self, input, hx=None):
+    def _check_lengths(self, input, lengths, padding_side):
+        """``lengths=`` / ``padding_side=`` of a call: the run :class:`_lengths.Layout`, or
+        None for a call without lengths."""
+        if padding_side != "right" and padding_side != "left":
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if lengths is None:
+            if padding_side == "left":
+                raise ValueError(
+                    "padding_side='left' needs lengths=: it says where each sequence's "
+                    "real steps are; without lengths every sequence fills all seq_len steps"
+                )
+            return None
+        if isinstance(input, PackedSequence):
+            raise ValueError(
+                "lengths= takes a padded array input, got a PackedSequence, which carries "
+                "its lengths already (in batch_sizes): pass the padded array with lengths=, "
+                "or the PackedSequence alone"
+            )
+        shape = getval(input).shape
+        if len(shape) != 3:
+            raise ValueError(
+                "lengths= needs a batched 3-D input "
+                + ("(batch, seq_len, input_size)" if self.batch_first
+                   else "(seq_len, batch, input_size)")
+                + f", got {len(shape)}-D shape {shape}: one unbatched sequence has one "
+                "length, its seq_len; slice it to its real steps instead"
+            )
+        L, N = (shape[1], shape[0]) if self.batch_first else shape[:2]
+        return _lengths.layout(call_lengths(lengths, N, L), L, padding_side == "left")
+
+    def forward(self, input, hx=None, *, lengths=None, padding_side="right"):
         x, batch_sizes, sorted_indices, unsorted_indices, unbatched = self._check_input(input)
+        run = self._check_lengths(input, lengths, padding_side)
         L, N, _ = getval(x).shape
+        if run is not None:  # lengths=: the packed layout, made by one gather
+            batch_sizes = run.batch_sizes
+            sorted_indices, unsorted_indices = run.sorted_indices, run.unsorted_indices
+            x = _lengths.to_run(input, run, self.batch_first)  # (L_run, N, H_in)
         D = self._directions
         H_out = self.proj_size or self.hidden_size
         cell_state = MODES[self.mode].cell_state  # the LSTM: hx = (h_0, c_0)
@@ -287,6 +324,8 @@ class RNNBase(_StackModule):
             if sorted_indices is not None:  # states come in the caller's batch order
                 h_0 = h_0[:, sorted_indices]
                 c_0 = c_0[:, sorted_indices] if cell_state else None
+        if run is not None and run.batch_sizes.size == 0:  # every length is 0 (none sorted)
+            return self._nothing_runs(run, h_0, c_0, D * H_out)
         # one traced node for the whole stack, or (nothing to differentiate) the
         # inference kernels, which keep no per-step history
         spec = StackSpec(self.mode, self.num_layers, D, self.dropout, self.training,
@@ -295,7 +334,9 @@ class RNNBase(_StackModule):
         if unsorted_indices is not None:  # back to the caller's batch order
             h_n = h_n[:, unsorted_indices]
             c_n = c_n[:, unsorted_indices] if cell_state else None
-        if batch_sizes is not None:
+        if run is not None:
+            output = _lengths.from_run(output, run, self.batch_first)
+        elif batch_sizes is not None:
             output = PackedSequence(_padded_to_packed(output, batch_sizes), batch_sizes,
                                     sorted_indices, unsorted_indices)
         elif unbatched:
@@ -304,6 +345,39 @@ class RNNBase(_StackModule):
         elif self.batch_first:
             output = output.transpose((1, 0, 2))
         return (output, (h_n, c_n)) if cell_state else (output, h_n)
+
+    def stream(self, batch_size: int | None = None, hx=None) -> Stream:
+        r"""A :class:`Stream` over this layer: stateful inference, one chunk at a time.
+
+        The stream keeps ``h`` (and the LSTM's ``c``) between its calls, so that consecutive
+        chunks give what one call on their concatenation gives. It uses the weights as they
+        are now, with no dropout and no gradients. A bidirectional layer cannot stream.
+
+        Args:
+            batch_size: N, the sequences streamed together (default: h_0's batch, or 1).
+            hx: the initial state, as in a call: ``h_0`` (``(h_0, c_0)`` for the LSTM),
+                each ``(num_layers, N, H)``. Default: zeros.
+
+        Example:
+            >>> import numpy as np
+            >>> gru = GRU(4, 8)
+            >>> x = np.ones((6, 2, 4), np.float32)
+            >>> stream = gru.stream(batch_size=2)
+            >>> parts = [stream(x[:2]), stream(x[2:5]), stream(x[5])[None]]
+            >>> bool(np.allclose(np.concatenate(parts), gru(x)[0], rtol=1e-6, atol=1e-7))
+            True
+        """
+        return stream_of(self, batch_size, hx)
+
+    def _nothing_runs(self, run, h_0, c_0, width):
+        """A ``lengths=`` call whose lengths are all 0: zero output, ``h_n, c_n = h_0, c_0``
+        (copies of untraced arrays, so that the result never aliases the caller's)."""
+        L, N = run.scatter_t.shape
+        output = np.zeros((N, L, width) if self.batch_first else (L, N, width), self.dtype)
+        h_n = h_0 if isbox(h_0) else np.array(h_0)
+        if not MODES[self.mode].cell_state:
+            return output, h_n
+        return output, (h_n, c_0 if isbox(c_0) else np.array(c_0))
 
 
 class LSTM(RNNBase):
