@@ -9,6 +9,7 @@ subprocess with ``NUMBA_DISABLE_JIT=1``, where the kernels run as Python.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import inspect
 import os
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 from rnnkit import _ops, _reference
+from rnnkit._kernels import _gemm
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 
@@ -242,6 +244,64 @@ def test_training_split_over_two_cores_equals_reference(dtype, mode, proj, nonli
                          dc_n, nonlinearity)
     for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
         _close(o, t, dtype, f"{mode} split backward result {i}")
+
+
+_GEMM_CALL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                              ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                              ctypes.c_int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("isa", list(_gemm.ISAS))
+def test_micro_kernel_of_every_instruction_set_equals_numpy(dtype, isa):
+    # the micro-kernel is chosen at run time by the host's features; every ISA this
+    # machine can run is compiled and checked, so one without AVX-512 (or AVX2) still
+    # has its path tested. Rows cover whole blocks and every tail; K and the panels odd
+    if isa not in _gemm.runnable_isas():
+        pytest.skip(f"this CPU cannot run {isa} code (it runs {_gemm.runnable_isas()})")
+    mr, nv, vw = _gemm._block(np.dtype(dtype), isa)
+    nr = nv * vw
+    assert nr == _gemm.ISAS[isa][0] // np.dtype(dtype).itemsize * nv
+    gemm = _GEMM_CALL(_gemm.compile_block(np.dtype(dtype), mr, nv, isa))
+    rng = np.random.default_rng(1)
+    K, N = 13, 2 * nr + 3
+    b = rng.standard_normal((K, N)).astype(dtype)  # B, packed from W_hh^T or W_hh alike
+    for transpose in (True, False):
+        panels = _gemm.pack(np.ascontiguousarray(b.T) if transpose else b, transpose, isa)
+        assert panels.shape == (3, K, nr)
+        for M in range(1, 2 * mr + 1):
+            a = rng.standard_normal((M, K)).astype(dtype)
+            out = np.full((M, 3 * nr), np.nan, dtype)
+            gemm(a.ctypes.data, K, panels.ctypes.data, out.ctypes.data, 3 * nr, M, K, 3)
+            np.testing.assert_allclose(out[:, :N], a @ b, **TOL[dtype],
+                                       err_msg=f"{isa} M={M} transpose={transpose}")
+            assert not out[:, N:].any()  # the panels' padding columns are zero
+
+
+@pytest.mark.parametrize("isa", list(_gemm.ISAS))
+def test_each_instruction_set_compiles_to_its_own_instructions(isa):
+    # compiling needs no CPU that runs the code: AVX-512 is checked here too. The
+    # portable build must run on any x86-64 (SSE2 registers, no VEX/AVX, no FMA)
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip(f"the instruction names checked are x86-64's, not {platform.machine()}'s")
+    machine, module = _gemm.optimized(np.dtype(np.float32), *_gemm._block(np.float32, isa)[:2],
+                                      isa)
+    asm = machine.emit_assembly(module)
+    registers = {"avx512": "zmm", "avx2": "ymm", "portable": "xmm"}
+    assert registers[isa] in asm
+    for wider in ("zmm", "ymm")[("avx512", "avx2", "portable").index(isa):]:
+        assert wider not in asm.replace(registers[isa], ""), f"{isa} uses {wider}"
+    assert ("vfmadd" in asm) == (isa != "portable")
+
+
+def test_host_runs_its_widest_instruction_set():
+    cpu, features, isa = _gemm._host()
+    assert _gemm.runnable_isas()[0] == isa and _gemm.runnable_isas()[-1] == "portable"
+    for name in _gemm.runnable_isas()[:-1]:
+        assert all(f"+{f}" in features.split(",") for f in _gemm.ISAS[name][1]), name
+    assert _gemm._block(np.dtype(np.float32)) == _gemm._block(np.dtype(np.float32), isa)
 
 
 def test_row_groups_halve_the_work_of_packed_rows():

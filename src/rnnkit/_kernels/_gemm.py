@@ -9,8 +9,10 @@ numba), compiled at run time for the host CPU:
 - a block of MR rows x NR = NV vectors of columns keeps MR x NV accumulators in
   registers across the k loop; ``x[r, k]`` is broadcast, ``llvm.fma`` multiplies
   and adds (one rounding);
-- the vector width is the host's (AVX-512: 16 floats, AVX2: 8, else 4; doubles
-  half as many), read from LLVM's host features at run time;
+- the instruction set is chosen at run time from LLVM's host features (``ISAS``):
+  AVX-512 (16 floats per vector), AVX2 with FMA (8), else the target's portable
+  baseline (4, no FMA assumed); doubles half as many. The tests run every one the
+  test machine can (``runnable_isas``);
 - the last ``n % MR`` rows run a copy of the block with fewer rows; ``B``'s columns
   are padded with zeros to whole panels, so the output is ``(N, P * NR)`` wide.
 
@@ -35,37 +37,56 @@ _I64 = ir.IntType(64)
 _ENGINES = []  # the compiled micro-kernels' engines live as long as the process
 
 
+# The instruction sets the micro-kernel is built for, widest first: vector bytes, the
+# host features each needs, and the CPU LLVM compiles for when it is not the host's
+# own (the tests compile each). "portable" is LLVM's baseline for the target (SSE2 on
+# x86-64, NEON on aarch64), with no FMA assumed.
+ISAS = {"avx512": (64, ("avx512f", "fma"), "skylake-avx512"),
+        "avx2": (32, ("avx2", "fma"), "haswell"),
+        "portable": (16, (), "")}
+
+
 @functools.lru_cache(maxsize=1)
 def _host():
+    """``(cpu name, its features string, the widest ISA of ISAS it has)``, read from
+    LLVM at run time."""
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     features = llvm.get_host_cpu_features()
-    bytes_ = 64 if features.get("avx512f") else 32 if (features.get("avx2")
-                                                        and features.get("fma")) else 16
-    return llvm.get_host_cpu_name(), features.flatten(), bytes_
+    isa = next(name for name, (_, needs, _) in ISAS.items()
+               if all(features.get(f) for f in needs))
+    return llvm.get_host_cpu_name(), features.flatten(), isa
 
 
-@functools.lru_cache(maxsize=8)
-def _block(dtype) -> tuple[int, int, int]:
-    """``(MR, NV, VW)``: rows per block, vectors per block row, elements per vector. With
-    32 registers (AVX-512) 8 x 2 accumulators, else 6 x 2 (12 of 16 registers; 6 x 16
-    floats measured best of 4x16, 4x24, 8x8, 3x32 on AVX2)."""
-    vector_bytes = _host()[2]
+def runnable_isas() -> list[str]:
+    """The ISAs this machine runs: its widest and every narrower one (the tests run
+    each)."""
+    names = list(ISAS)
+    return names[names.index(_host()[2]):]
+
+
+@functools.lru_cache(maxsize=16)
+def _block(dtype, isa=None) -> tuple[int, int, int]:
+    """``(MR, NV, VW)``: rows per block, vectors per block row, elements per vector, for
+    ``isa`` (the host's by default). With 32 registers (AVX-512) 8 x 2 accumulators,
+    else 6 x 2 (12 of 16 registers; 6 x 16 floats measured best of 4x16, 4x24, 8x8,
+    3x32 on AVX2)."""
+    vector_bytes = ISAS[isa or _host()[2]][0]
     vw = vector_bytes // np.dtype(dtype).itemsize
     return (8 if vector_bytes == 64 else 6), 2, vw
 
 
-@functools.lru_cache(maxsize=8)
-def panel_width(dtype) -> int:
-    """NR: the columns of one panel of ``B``."""
-    _, nv, vw = _block(dtype)
+@functools.lru_cache(maxsize=16)
+def panel_width(dtype, isa=None) -> int:
+    """NR: the columns of one panel of ``B`` (for ``isa``, the host's by default)."""
+    _, nv, vw = _block(dtype, isa)
     return nv * vw
 
 
-def pack(w: np.ndarray, transpose: bool) -> np.ndarray:
+def pack(w: np.ndarray, transpose: bool, isa: str | None = None) -> np.ndarray:
     """``B = w.T`` (``transpose``) or ``w``, ``(K, N)``, as contiguous panels
     ``(ceil(N / NR), K, NR)``, the columns past N zero."""
-    nr = panel_width(w.dtype)
+    nr = panel_width(w.dtype, isa)
     if transpose:  # the step's W_hh^T: one compiled pass (numpy's reshapes cost µs)
         return _pack_rows(np.ascontiguousarray(w), nr)
     K, N = w.shape
@@ -89,10 +110,11 @@ def _pack_rows(w, nr):
     return panels
 
 
-def _build(dtype, mr: int, nv: int) -> ir.Module:
+def _build(dtype, mr: int, nv: int, vw: int, fused: bool) -> ir.Module:
     """gemm(A, lda, B, C, ldc, M, K, P): C[m, p NR + j] = sum_k A[m, k] B[p, k, j] for
-    m < M, every panel p < P; A and C by rows of lda and ldc elements."""
-    vw = _block(dtype)[2]
+    m < M, every panel p < P; A and C by rows of lda and ldc elements. ``vw`` elements
+    per vector; ``fused``: ``llvm.fma`` (one rounding), else ``llvm.fmuladd`` (LLVM
+    fuses where the target can, multiplies then adds where it cannot)."""
     nr = nv * vw
     fty = ir.FloatType() if np.dtype(dtype) == np.float32 else ir.DoubleType()
     vec = ir.VectorType(fty, vw)
@@ -104,7 +126,8 @@ def _build(dtype, mr: int, nv: int) -> ir.Module:
     for arg in (A, B, C):
         arg.add_attribute("noalias")
     fma = ir.Function(mod, ir.FunctionType(vec, [vec, vec, vec]),
-                      name=f"llvm.fma.v{vw}{'f32' if fty == ir.FloatType() else 'f64'}")
+                      name=f"llvm.{'fma' if fused else 'fmuladd'}.v{vw}"
+                           f"{'f32' if fty == ir.FloatType() else 'f64'}")
     zero, one = ir.Constant(_I64, 0), ir.Constant(_I64, 1)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
 
@@ -189,13 +212,30 @@ def address(dtype) -> int:
     return compile_block(np.dtype(dtype), mr, nv)
 
 
-def compile_block(dtype, mr: int, nv: int) -> int:
-    """The micro-kernel with blocks of ``mr`` rows x ``nv`` vectors, compiled for the host:
-    its address (``benchmarks/step_gemm.py`` tries other blocks with it)."""
-    cpu, features, _ = _host()
+def compile_block(dtype, mr: int, nv: int, isa: str | None = None) -> int:
+    """The micro-kernel with blocks of ``mr`` rows x ``nv`` vectors, compiled for ``isa``
+    (the host's widest by default; "portable" for the target's baseline CPU): its
+    address (``benchmarks/step_gemm.py`` tries other blocks with it, the tests every
+    ISA of ``runnable_isas``)."""
+    machine, module = optimized(dtype, mr, nv, isa)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    _ENGINES.append(engine)
+    return engine.get_function_address("gemm")
+
+
+def optimized(dtype, mr: int, nv: int, isa: str | None = None):
+    """``(target machine, optimized LLVM module)`` of ``compile_block``: what it compiles
+    (``machine.emit_assembly(module)`` shows the instructions)."""
+    cpu, features, host_isa = _host()
+    isa = isa or host_isa
+    if isa != host_isa:  # a narrower (or, compiled only, wider) ISA than the host's
+        cpu, features = ISAS[isa][2], ""
     target = llvm.Target.from_default_triple()
     machine = target.create_target_machine(cpu=cpu, features=features, opt=3)
-    module = llvm.parse_assembly(str(_build(np.dtype(dtype), mr, nv)))
+    vw = _block(np.dtype(dtype), isa)[2]
+    module = llvm.parse_assembly(str(_build(np.dtype(dtype), mr, nv, vw,
+                                            fused=isa != "portable")))
     module.verify()
     if hasattr(llvm, "create_pass_builder"):  # llvmlite >= 0.44: the new pass manager
         builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3, 0))
@@ -206,10 +246,7 @@ def compile_block(dtype, mr: int, nv: int) -> int:
         passes = llvm.create_module_pass_manager()
         pmb.populate(passes)
         passes.run(module)
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    _ENGINES.append(engine)
-    return engine.get_function_address("gemm")
+    return machine, module
 
 
 # ---------------------------------------------------------------- the kernels' call
