@@ -63,6 +63,33 @@ def test_gru_and_rnn(capsys, kind, gates):
     assert "[3, 2, 2, 1, 1]" in out  # batch_sizes of lengths sorted to [5, 3, 1]
 
 
+def test_lengths_with_zeros_and_left_padding(capsys):
+    out = explain(capsys, "gru", "--input-size", "4", "--hidden-size", "6", "--seq-len", "5",
+                  "--batch", "3", "--batch-first", "--lengths", "5,0,2", "--padding-side",
+                  "left")
+    assert "lengths=[5, 0, 2], padding_side='left'" in out
+    assert "the last lengths[b] positions" in out
+    picture = [line.split()[2:] for line in out.splitlines()
+               if line.startswith("    sequence ")]
+    assert picture == [list("xxxxx"), list("....."), list("...xx")]
+    call = out[out.index("Called as layer"):]
+    assert shape_of(call, "output") == (3, 5, 6)  # batch_first, as the input
+    assert shape_of(call, "h_n") == (1, 3, 6)
+    assert "length 0 (sequence 1): output all 0, h_n = h_0" in out
+    assert "[0, 2, 1]: the batch runs sorted by length" in out
+    assert "[2, 2, 1, 1, 1]: sequences still running at each step" in out
+    assert "torch refuses a length of 0" in out
+    assert "input.data" not in out  # no packed form: torch cannot make one
+
+
+def test_left_padding_without_zeros_shows_torchs_packed_form(capsys):
+    out = explain(capsys, "lstm", "--seq-len", "4", "--batch", "2", "--lengths", "2,4",
+                  "--padding-side", "left")
+    assert "c_n = h_0, c_0" not in out  # no zero length
+    assert "torch cannot read left padding" in out
+    assert shape_of(out, "input.data") == (6, 10)
+
+
 def test_user_mistakes_are_one_line_and_exit_2(capsys):
     assert main(["explain", "lstm", "--hidden-size", "20", "--proj-size", "20"]) == 2
     err = capsys.readouterr().err
@@ -72,6 +99,10 @@ def test_user_mistakes_are_one_line_and_exit_2(capsys):
     assert "must not exceed the padded length" in capsys.readouterr().err
     assert main(["explain", "gru", "--proj-size", "3"]) == 2
     assert "only supported for lstm" in capsys.readouterr().err
+    assert main(["explain", "rnn", "--padding-side", "left"]) == 2
+    assert "--padding-side left needs --lengths" in capsys.readouterr().err
+    assert main(["explain", "rnn", "--seq-len", "3", "--batch", "2", "--lengths", "3,-1"]) == 2
+    assert "lengths must not be negative, got lengths [3, -1]" in capsys.readouterr().err
 
 
 def test_python_dash_m_and_help():

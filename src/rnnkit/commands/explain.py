@@ -4,6 +4,7 @@ The shapes are computed, not recited: the layer is built and run on zeros.
 
 Example:
     rnnkit explain lstm --input-size 10 --hidden-size 20 --num-layers 2 --seq-len 5 --batch 3
+    rnnkit explain gru --seq-len 5 --batch 3 --lengths 5,0,2 --padding-side left
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proj-size", type=int, default=0, help="LSTM projection size")
     parser.add_argument("--nonlinearity", default="tanh", help="RNN: tanh or relu")
     parser.add_argument("--lengths", type=_lengths, default=None,
-                        help="per-sequence lengths, e.g. 5,3,2: also show the packed form")
+                        help="per-sequence lengths, e.g. 5,0,2 (0 allowed): show the call "
+                             "layer(input, lengths=...) and torch's packed form")
+    parser.add_argument("--padding-side", choices=["right", "left"], default="right",
+                        help="with --lengths: where the padding is; left: each sequence's "
+                             "real steps are the last lengths[b] of the time axis")
 
 
 def _row(name: str, shape, meaning: str) -> str:
@@ -66,7 +71,6 @@ def explain(args: argparse.Namespace) -> str:
     import numpy as np
 
     from .. import nn, no_grad
-    from ..nn.utils.rnn import pack_padded_sequence
 
     kind = args.model
     kwargs = dict(num_layers=args.num_layers, bias=not args.no_bias,
@@ -133,25 +137,81 @@ def explain(args: argparse.Namespace) -> str:
         lines.append(_row(name, p.shape, meaning))
     lines.append(f"  total parameters: {total:,}")
     if args.lengths is not None:
-        lengths = np.asarray(args.lengths)
-        packed = pack_padded_sequence(x, lengths, batch_first=args.batch_first,
-                                      enforce_sorted=False)
-        with no_grad():
-            packed_out = layer(packed)[0]
-        lines += ["", f"Packed with lengths {lengths.tolist()} "
-                      "(pack_padded_sequence(..., enforce_sorted=False)):"]
-        lines.append(_row("sorted_indices", packed.sorted_indices.shape,
-                          f"{packed.sorted_indices.tolist()}: batch sorted by length"))
-        lines.append(_row("batch_sizes", packed.batch_sizes.shape,
-                          f"{packed.batch_sizes.tolist()}: sequences still running at "
-                          "each step"))
-        lines.append(_row("input.data", packed.data.shape,
-                          "(sum(lengths), input_size): steps of all sequences, time-major"))
-        lines.append(_row("output.data", packed_out.data.shape,
-                          "(sum(lengths), D*H_out); same batch_sizes and indices"))
-        lines.append("  h_n holds each sequence's state at its own last step "
-                     "(reverse direction: at step 0), in the original batch order")
+        lines += _explain_lengths(layer, x, h_0, c_0, args, kind == "lstm")
+    elif args.padding_side == "left":
+        raise ValueError("--padding-side left needs --lengths: it says where each "
+                         "sequence's real steps are")
     return "\n".join(lines)
+
+
+def _explain_lengths(layer, x, h_0, c_0, args, lstm) -> list[str]:
+    """The ``lengths=`` call of this configuration: its layout, computed by running it; and
+    the packed form torch would need instead (when torch can make one)."""
+    import numpy as np
+
+    from .. import no_grad
+    from ..nn.modules._lengths import layout
+    from ..nn.utils.rnn import pack_padded_sequence
+
+    left = args.padding_side == "left"
+    with no_grad():
+        output, state = layer(x, (h_0, c_0) if lstm else h_0, lengths=args.lengths,
+                              padding_side=args.padding_side)
+    h_n = state[0] if lstm else state
+    lengths = np.asarray(args.lengths, dtype=np.int64)
+    L = args.seq_len
+    run = layout(lengths, L, left)
+    zeros = [b for b, n in enumerate(lengths) if n == 0]
+    side = ("left: sequence b's real steps are the last lengths[b] positions" if left
+            else "right: sequence b's real steps are the first lengths[b] positions")
+    finals, initials = ("h_n, c_n", "h_0, c_0") if lstm else ("h_n", "h_0")
+    lines = ["", f"Called as layer(input, hx, lengths={lengths.tolist()}, "
+                 f"padding_side={args.padding_side!r}) (beyond torch):"]
+    lines.append(_row("lengths", lengths.shape, f"{lengths.tolist()}: real steps of each "
+                      "sequence, 0 <= lengths[b] <= seq_len"))
+    lines.append(f"  padding {side}:")
+    for b, n in enumerate(lengths):
+        marks = ["x" if (L - n <= t if left else t < n) else "." for t in range(L)]
+        lines.append(f"    sequence {b:<3} {' '.join(marks)}")
+    lines.append("    (x: a real step, .: padding, which is never read)")
+    lines.append(_row("output", output.shape, "the same layout as input: each real step's h_t, "
+                      "0 at every padding position"))
+    lines.append(_row("h_n", h_n.shape, "each sequence's h at its own last real step (reverse "
+                      "direction: at its first), in the caller's batch order"))
+    if zeros:
+        lines.append(f"  length 0 (sequence {', '.join(map(str, zeros))}): output all 0, "
+                     f"{finals} = {initials} (zeros by default)")
+    if run.sorted_indices is not None:
+        lines.append(_row("sorted order", lengths.shape, f"{run.sorted_indices.tolist()}: "
+                          "the batch runs sorted by length, inside the call"))
+    lines.append(_row("batch_sizes", run.batch_sizes.shape, f"{run.batch_sizes.tolist()}: "
+                      "sequences still running at each step"))
+    lines += ["", "What torch needs instead: pack_padded_sequence(..., enforce_sorted=False), "
+                  "the call, pad_packed_sequence(..., total_length=seq_len):"]
+    if zeros:
+        lines.append("  torch refuses a length of 0: it cannot pack this batch; drop sequence "
+                     f"{', '.join(map(str, zeros))} first, then put its zero output and its "
+                     f"{initials} back in place")
+        return lines
+    if left:
+        lines.append("  torch cannot read left padding: move each sequence's steps to the "
+                     "front first, and back after")
+    packed = pack_padded_sequence(x, lengths, batch_first=args.batch_first,
+                                  enforce_sorted=False)
+    with no_grad():
+        packed_out = layer(packed)[0]
+    lines.append(_row("sorted_indices", packed.sorted_indices.shape,
+                      f"{packed.sorted_indices.tolist()}: batch sorted by length"))
+    lines.append(_row("batch_sizes", packed.batch_sizes.shape,
+                      f"{packed.batch_sizes.tolist()}: sequences still running at "
+                      "each step"))
+    lines.append(_row("input.data", packed.data.shape,
+                      "(sum(lengths), input_size): steps of all sequences, time-major"))
+    lines.append(_row("output.data", packed_out.data.shape,
+                      "(sum(lengths), D*H_out); same batch_sizes and indices"))
+    lines.append("  h_n holds each sequence's state at its own last step "
+                 "(reverse direction: at step 0), in the original batch order")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
