@@ -304,6 +304,34 @@ def test_host_runs_its_widest_instruction_set():
     assert _gemm._block(np.dtype(np.float32)) == _gemm._block(np.dtype(np.float32), isa)
 
 
+@pytest.mark.parametrize("mode,proj,nonlinearity", MODES)
+@pytest.mark.parametrize("padding", [0.05, 0.5])
+def test_gemms_over_all_steps_skip_the_padding_of_packed_input(mode, proj, nonlinearity,
+                                                               padding):
+    # with more than 10% padding the projection and the input gradients run on the
+    # real rows only; with less, on every row: both equal the reference
+    L, N = 20, 6
+    lengths = np.full(N, L)
+    lengths[1:] = L - round(padding * L * N / (N - 1))
+    rows = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
+    assert (_ops._real_rows(rows, N) is None) == (padding < 0.1)
+    for reverse in (False, True):
+        args, _, d_out, dh_n, dc_n = _case(mode, np.float64, L, N, 4, 6, False, True, proj)
+        mask = (np.arange(L)[:, None] < lengths[None, :])[:, :, None]
+        args["x"], d_out = args["x"] * mask, d_out * mask
+        ours = _run(_ops, mode, args, rows, reverse, True, nonlinearity)
+        theirs = _run(_reference, mode, args, rows, reverse, True, nonlinearity)
+        for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
+            _close(o, t, np.float64, f"{mode} padding {padding} result {i}")
+        dh_n = dh_n[:, : ours[1].shape[1]]
+        g_ours = _backward(_ops, mode, args, ours[-1], rows, reverse, d_out, dh_n, dc_n,
+                           nonlinearity)
+        g_theirs = _backward(_reference, mode, args, theirs[-1], rows, reverse, d_out, dh_n,
+                             dc_n, nonlinearity)
+        for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
+            _close(o, t, np.float64, f"{mode} padding {padding} backward result {i}")
+
+
 def test_row_groups_halve_the_work_of_packed_rows():
     # rows sorted by decreasing length: the first group takes fewer, longer rows
     lengths = np.array([100, 90, 20, 10, 10, 5])

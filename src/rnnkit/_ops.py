@@ -130,7 +130,8 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
         slots = [_two_slots(state) for state in states]
         run = group(N, slots, gemm, panels, _step_buffer(panels, N))
         for t0, t1 in _chunks(x, G, reverse):
-            run(_project(x[t0:t1], w_ih, b, reverse), batch_sizes[t0:t1], output[t0:t1])
+            run(_project(x[t0:t1], w_ih, b, reverse, batch_sizes[t0:t1]), batch_sizes[t0:t1],
+                output[t0:t1])
             _hand_over(t0, t1, *slots)
         return output, [slot[0].copy() for slot in slots]
 
@@ -163,7 +164,8 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     for t0, t1 in chunks:
         _in_parallel([functools.partial(
             job, r0, r1, run, out, t0, t1,
-            None if own else _project(x[t0:t1, r0:r1], w_ih, b, reverse))
+            None if own else _project(x[t0:t1, r0:r1], w_ih, b, reverse,
+                                      _group_batch_sizes(batch_sizes[t0:t1], r0, r1)))
             for (r0, r1), (_, out, run) in zip(groups, bound, strict=True)])
         for slots, _, _ in bound:
             _hand_over(t0, t1, *slots)
@@ -184,8 +186,9 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
 def _train_forward(x, w_ih, batch_sizes, states, flops, run):
     """The training forward of one layer-direction over one or two row groups.
 
-    ``run(x_g, rows_g, states_g, project)`` is a mode's forward of a group of rows
-    (``project(x_g)`` its input projection in processing order); it returns
+    ``run(x_g, rows_g, states_g, w_ih_panels)`` is a mode's forward of a group of rows
+    (``_group_projection`` makes its input projection, with the micro-kernel when
+    ``w_ih_panels`` are given); it returns
     ``(output_g, finals_g, saved_g)``. Returns the same for the whole batch."""
     N = x.shape[1]
     groups = _row_groups(batch_sizes, N, flops)
@@ -207,12 +210,12 @@ def _train_forward(x, w_ih, batch_sizes, states, flops, run):
     return output, finals, {"groups": [(r0, r1, x_g, res[2]) for r0, r1, x_g, res in parts]}
 
 
-def _group_projection(x, w_ih, b, reverse, w_ih_panels):
+def _group_projection(x, w_ih, b, reverse, w_ih_panels, rows):
     """A group's input projection, ``(L, n, G)`` in processing order: the micro-kernel on
     this thread when ``w_ih_panels`` are given (the other group runs beside it), else
-    OpenBLAS (``_project``)."""
+    OpenBLAS (``_project``, which skips the padding of ``rows``)."""
     if w_ih_panels is None:
-        return _project(x, w_ih, b, reverse)
+        return _project(x, w_ih, b, reverse, rows)
     L, n, H_in = x.shape
     G = w_ih.shape[0]
     part = np.ascontiguousarray(x[::-1] if reverse else x)
@@ -228,30 +231,30 @@ def _train_backward(x, batch_sizes, saved, grads_in, recursion, weight_grads):
 
     ``grads_in``: d_output ``(L, N, *)`` and the final states' gradients ``(N, *)``.
     ``recursion(saved_g, rows_g, grads_g)`` runs a group's step loop (the two groups in
-    parallel) and returns ``(state_grads_g, rest)``; ``weight_grads(x_g, saved_g,
-    rest)`` then returns ``(dx_g, weight_grads_g)`` (one group at a time, on OpenBLAS's
+    parallel) and returns ``(state_grads_g, rest)``; ``weight_grads(x_g, rows_g,
+    saved_g, rest)`` then returns ``(dx_g, weight_grads_g)`` (one group at a time, on OpenBLAS's
     threads). Returns dx, the initial states' gradients and the weight gradients,
     summed over the groups."""
     L, N, _ = x.shape
     groups = saved["groups"] if "groups" in saved else [(0, N, x, saved)]
     out = [None] * len(groups)
+    rows = [batch_sizes if len(groups) == 1 else _group_batch_sizes(batch_sizes, r0, r1)
+            for r0, r1, _, _ in groups]
 
-    def job(i, r0, saved_g):
-        r1 = groups[i][1]
+    def job(i, r0, r1, saved_g):
         grads_g = [np.ascontiguousarray(g[:, r0:r1] if g.ndim == 3 else g[r0:r1])
                    for g in grads_in]
-        rows = batch_sizes if len(groups) == 1 else _group_batch_sizes(batch_sizes, r0, r1)
-        out[i] = recursion(saved_g, rows, grads_g)
+        out[i] = recursion(saved_g, rows[i], grads_g)
 
-    _in_parallel([functools.partial(job, i, r0, saved_g)
-                  for i, (r0, _, _, saved_g) in enumerate(groups)])
+    _in_parallel([functools.partial(job, i, r0, r1, saved_g)
+                  for i, (r0, r1, _, saved_g) in enumerate(groups)])
     if len(groups) == 1:
-        dx, weights = weight_grads(x, saved, out[0][1])
+        dx, weights = weight_grads(x, batch_sizes, saved, out[0][1])
         return dx, out[0][0], weights
     dx = np.empty(x.shape, x.dtype)
     total = None
-    for (r0, r1, x_g, saved_g), (_, rest) in zip(groups, out, strict=True):
-        dx[:, r0:r1], weights = weight_grads(x_g, saved_g, rest)
+    for (r0, r1, x_g, saved_g), rows_g, (_, rest) in zip(groups, rows, out, strict=True):
+        dx[:, r0:r1], weights = weight_grads(x_g, rows_g, saved_g, rest)
         total = weights if total is None else [
             None if a is None else a + b for a, b in zip(total, weights, strict=True)]
     states = [np.concatenate([o[0][k] for o in out]) for k in range(len(out[0][0]))]
@@ -270,10 +273,32 @@ def _state(a, dtype):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
-def _project(x, w_ih, b, reverse=False):
+_PADDING_SHARE = 0.1  # packed input with more padding than this: GEMMs skip the padding
+
+
+def _real_rows(batch_sizes, N):
+    """The ``(L, N)`` mask of the rows each step really has (time order), for the GEMMs
+    over all steps to skip the padding of packed input; None when there is (almost)
+    none to skip."""
+    if batch_sizes is None or batch_sizes.sum() >= (1 - _PADDING_SHARE) * len(batch_sizes) * N:
+        return None
+    return np.arange(N)[None, :] < batch_sizes[:, None]
+
+
+def _project(x, w_ih, b, reverse=False, batch_sizes=None):
     """x W_ih^T + b for every step at once, one GEMM: (L, N, G), contiguous, in
-    processing order (last step first when ``reverse``)."""
+    processing order (last step first when ``reverse``). With ``batch_sizes`` of packed
+    input only the real rows are projected: the padding rows are left unset (the
+    kernels never read them, and write zeros where they keep a history)."""
     L, N, H_in = x.shape
+    real = _real_rows(batch_sizes, N)
+    if real is not None:
+        xw = np.empty((L, N, w_ih.shape[0]), x.dtype)
+        part = _matmul(x[real], w_ih.T)  # (real rows, G), in time order
+        if b is not None:
+            part += b
+        (xw[::-1] if reverse else xw)[real] = part
+        return xw
     x = np.ascontiguousarray(x[::-1] if reverse else x)
     xw = _matmul(x.reshape(L * N, H_in), w_ih.T)  # (L*N, G)
     if b is not None:
@@ -305,9 +330,16 @@ def _hand_over(t0, t1, *states):
             state[0] = state[1]
 
 
-def _input_grads(dz_proc, x, w_ih, reverse):
-    """dx, dW_ih and the bias gradient from the stacked pre-activation gradients."""
+def _input_grads(dz_proc, x, w_ih, reverse, batch_sizes=None):
+    """dx, dW_ih and the bias gradient from the stacked pre-activation gradients (zero
+    on the padding of packed input, whose rows the GEMMs skip: ``_real_rows``)."""
     L, N, G = dz_proc.shape
+    real = _real_rows(batch_sizes, N)
+    if real is not None:
+        dz = (dz_proc[::-1] if reverse else dz_proc)[real]  # (real rows, G), time order
+        dx = np.zeros(x.shape, x.dtype)
+        dx[real] = _matmul(dz, w_ih)
+        return dx, _matmul(dz.T, x[real]), dz.sum(axis=0)
     dz = np.ascontiguousarray(dz_proc[::-1] if reverse else dz_proc).reshape(L * N, G)
     dx = _matmul(dz, w_ih).reshape(L, N, -1)  # (L, N, H_in)
     dw_ih = _matmul(dz.T, np.ascontiguousarray(x).reshape(L * N, -1))  # one GEMM: (G, H_in)
@@ -342,7 +374,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
 
     def run(x, rows, states, w_ih_panels):  # a group of rows: its projection, its steps
         L, n, _ = x.shape
-        gates = _group_projection(x, w_ih, b, reverse, w_ih_panels)  # (L, n, G); the
+        gates = _group_projection(x, w_ih, b, reverse, w_ih_panels, rows)  # (L, n, G); the
         hs = np.empty((L + 1, n, P), dt)  # kernel turns it into the gates in place
         cs = np.empty((L + 1, n, H), dt)
         hs[0], cs[0] = states
@@ -383,7 +415,7 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
                             np.empty((n, H), dt), _step_buffer(bw_panels, n))
         return [dh, dc], (dz, dh_steps)
 
-    def weight_grads(x, saved, rest):
+    def weight_grads(x, rows, saved, rest):
         dz, dh_steps = rest
         hs, cs, gates = saved["h"], saved["c"], saved["gates"]
         dw_hh = _matmul(dz.reshape(-1, G).T, hs[:L].reshape(-1, P))  # one GEMM over all steps
@@ -391,7 +423,7 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
         if proj:
             h_unproj = gates[:, :, 3 * H:] * np.tanh(cs[1:])  # o ⊙ tanh c', before W_hr
             dw_hr = _matmul(dh_steps.reshape(-1, P).T, h_unproj.reshape(-1, H))
-        dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse)
+        dx, dw_ih, db = _input_grads(dz, x, w_ih, reverse, rows)
         return dx, [dw_ih, dw_hh, db, dw_hr]
 
     grads_in = [np.ascontiguousarray(d_output, dtype=dt), dh_n, dc_n]
@@ -425,7 +457,7 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
 
     def run(x, rows, states, w_ih_panels):  # a group of rows: its projection, its steps
         L, n, _ = x.shape
-        gates = _group_projection(x, w_ih, b_ih, reverse, w_ih_panels)  # (L, n, 3H); the
+        gates = _group_projection(x, w_ih, b_ih, reverse, w_ih_panels, rows)  # (L, n, 3H)
         hs = np.empty((L + 1, n, H), dt)  # kernel turns it into the gates in place
         w_hn_h = np.empty((L, n, H), dt)  # W_hn h + b_hn of every step, what r scales
         hs[0] = states[0]
@@ -460,8 +492,8 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
                           _step_buffer(bw_panels, n))
         return [dh], dxw
 
-    def weight_grads(x, saved, dxw):
-        dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse)
+    def weight_grads(x, rows, saved, dxw):
+        dx, dw_ih, db_ih = _input_grads(dxw, x, w_ih, reverse, rows)
         # d(h W_hh^T + b_hh) is d(x W_ih^T + b_ih) but for its n rows, r ⊙ that: derived
         # in place once dxw has served, so no second (L, n, 3H) stack is ever allocated
         dxw[:, :, 2 * H:] *= saved["gates"][:, :, :H]
@@ -497,7 +529,7 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
 
     def run(x, rows, states, w_ih_panels):  # a group of rows: its projection, its steps
         L, n, _ = x.shape
-        xw = _group_projection(x, w_ih, b, reverse, w_ih_panels)  # (L, n, H)
+        xw = _group_projection(x, w_ih, b, reverse, w_ih_panels, rows)  # (L, n, H)
         hs = np.empty((L + 1, n, H), dt)
         hs[0] = states[0]
         output = np.empty((L, n, H), dt)
@@ -528,9 +560,9 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
                           d_output, dh, da, _step_buffer(bw_panels, n))
         return [dh], da
 
-    def weight_grads(x, saved, da):
+    def weight_grads(x, rows, saved, da):
         dw_hh = _matmul(da.reshape(-1, H).T, saved["h"][:L].reshape(-1, H))
-        dx, dw_ih, db = _input_grads(da, x, w_ih, reverse)
+        dx, dw_ih, db = _input_grads(da, x, w_ih, reverse, rows)
         return dx, [dw_ih, dw_hh, db]
 
     grads_in = [np.ascontiguousarray(d_output, dtype=dt), dh_n]
