@@ -85,9 +85,10 @@ def predict(model, data, client=None, *, batch_size: int = 256,
 
 
 @contextlib.contextmanager
-def connect(address: str = "local", timeout: float = TIMEOUT):
-    """A ``distributed.Client`` for ``address`` (``"local"``: a ``LocalCluster`` of one
-    single-threaded worker process per core), closed (the cluster too) on leaving.
+def connect(address: str = "local", timeout: float = TIMEOUT, n_workers: int | None = None):
+    """A ``distributed.Client`` for ``address`` (``"local"``: a ``LocalCluster`` of
+    ``n_workers`` worker processes, default one per core, each running one task at a
+    time), closed (the cluster too) on leaving.
 
     Raises:
         ConnectionError: no scheduler answers at ``address`` within ``timeout`` seconds.
@@ -100,7 +101,8 @@ def connect(address: str = "local", timeout: float = TIMEOUT):
 
         # before the worker processes start (so before their BLAS loads)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": _blas_env()}):
-            cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1,
+            cluster = LocalCluster(n_workers=n_workers or os.cpu_count() or 1,
+                                   threads_per_worker=1,
                                    processes=True, dashboard_address=None)
         try:
             with Client(cluster) as client:

@@ -209,6 +209,11 @@ def _save_checkpoint(path: Path, job: _Training, settings: dict, epoch: int) -> 
 
     import rnnkit
 
+    from .. import distributed as dist
+
+    streams = dist._gather(rnnkit.default_generator().bit_generator.state)  # each rank's
+    if not dist._is_root():  # under mpirun, rank 0 writes
+        return
     arrays = {}
     for name, p in job.model.state_dict().items():
         arrays[f"model/{name}"] = np.array(p, order="C")
@@ -222,6 +227,8 @@ def _save_checkpoint(path: Path, job: _Training, settings: dict, epoch: int) -> 
     meta["format"] = _FORMAT
     meta["optimizer_state"] = _to_json_tree(job.optimizer.state_dict(), arrays, "optim")
     meta["rnnkit_rng"] = rnnkit.default_generator().bit_generator.state
+    if len(streams) > 1:  # the dropout streams of ranks 0 .. K-1
+        meta["rnnkit_rng_ranks"] = streams
     data = safetensors.numpy.save(arrays, metadata={_FORMAT: json.dumps(meta)})
     write_atomically(path, data)
 
@@ -289,14 +296,20 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
 def run(args: argparse.Namespace) -> int:
     """Train as ``args`` say, or continue the run of ``--resume``; returns the exit status."""
     from .. import data as D
+    from .. import distributed as dist
 
+    dist.init()  # under mpirun: joins the other ranks; a failure on one then ends them all
+    if not dist._is_root():  # only rank 0 prints and writes
+        sys.stdout = open(os.devnull, "w")  # for the life of the process
     D.require("aeon", "matplotlib", "tqdm")
     settings, meta, arrays, out = _resolve(args)
-    _prepare_out(out, resuming=meta is not None)
+    if dist._is_root():
+        _prepare_out(out, resuming=meta is not None)
     started = time.perf_counter()
 
     data = _prepare_data(settings)
     job = _start_training(settings, data, meta, arrays, out, started)
+    _join_ranks(job, settings, meta)
     epochs = settings["epochs"]
     for epoch in range(job.start_epoch + 1, epochs + 1):
         _train_epoch(job, data, settings, epoch)
@@ -309,8 +322,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out} had already trained {job.start_epoch} epochs; writing its outputs again "
               "(pass a larger --epochs to train longer)")
     result, confusion = _evaluate_best(job, data)
-    _write_outputs(out, settings, data, job, result, confusion)
+    if dist._is_root():
+        _write_outputs(out, settings, data, job, result, confusion)
     return 0
+
+
+def _join_ranks(job: _Training, settings: dict, meta: dict | None) -> None:
+    """Under K ranks (``mpirun``): every rank starts from rank 0's weights, and each
+    draws dropout masks from a stream of its own (resumed from the checkpoint when it
+    holds this rank's), so the ranks' rows do not share masks. One process: nothing."""
+    import numpy as np
+
+    import rnnkit
+
+    from .. import distributed as dist
+
+    dist.broadcast_parameters(job.model)
+    rank = dist.get_rank()
+    if rank == 0:
+        return
+    saved = (meta or {}).get("rnnkit_rng_ranks", [])
+    state = saved[rank] if rank < len(saved) else \
+        np.random.default_rng([settings["seed"], rank]).bit_generator.state
+    rnnkit.default_generator().bit_generator.state = state
 
 
 def train_series(train: Split, settings: dict | None = None, *, regression: bool = False,
@@ -580,6 +614,7 @@ def _training_pass(job: _Training, data: _Data, settings: dict, epoch: int) -> d
     from rnnkit.nn.utils.clip_grad import clip_grad_norm_
 
     from .. import data as D
+    from .. import distributed as dist
 
     model, optimizer, rng = job.model, job.optimizer, job.shuffle_rng
     epochs, batch_size = settings["epochs"], settings["batch_size"]
@@ -592,20 +627,33 @@ def _training_pass(job: _Training, data: _Data, settings: dict, epoch: int) -> d
     model.train()
     total_loss, correct, seen_n = 0.0, 0, 0
     with _progress(n_batches, f"epoch {epoch:>{len(str(epochs))}}/{epochs}") as bar:
-        for idx in D.batch_indices(len(data.fit), batch_size, rng):
-            x, lens = D.pad_batch([data.fit.series[i] for i in idx], model.dtype)
-            if settings["noise"] > 0:  # in standardized units, from the checkpointed rng
-                eps = rng.standard_normal(x.shape) * settings["noise"]
-                x += (eps * data.std).astype(x.dtype)
-            y, seen = data.y_fit[idx], []
-            loss, grads = value_and_grad(model, x, lens, y, seen)
+        for batch in D.batch_indices(len(data.fit), batch_size, rng):
+            mine = dist._my_rows(len(batch))  # under mpirun, this rank's rows; alone, all
+            idx = batch[mine]
+            if settings["noise"] > 0:  # in standardized units, from the checkpointed rng;
+                # drawn for the whole batch on every rank: each row gets one process's noise
+                shape = (len(batch), max(len(data.fit.series[i]) for i in batch),
+                         data.num_channels)
+                eps = rng.standard_normal(shape)[mine] * settings["noise"]
+            y, seen, loss, hits = data.y_fit[idx], [], 0.0, 0
+            if len(idx):
+                x, lens = D.pad_batch([data.fit.series[i] for i in idx], model.dtype)
+                if settings["noise"] > 0:
+                    x += (eps[:, : x.shape[1]] * data.std).astype(x.dtype)
+                loss, grads = value_and_grad(model, x, lens, y, seen)
+                hits = 0 if regression else int((seen[0].argmax(axis=1) == y).sum())
+            else:  # a last batch smaller than the world left this rank no rows
+                grads = {k: np.zeros(p.shape, p.dtype) for k, p in model.named_parameters()}
+            # alone: as they are; under mpirun: the whole batch's, one message per step
+            grads, sums = dist._batch_gradient(grads, len(idx), len(batch),
+                                               loss=float(loss) * len(idx), correct=hits)
             if settings["clip"] > 0:
                 clip_grad_norm_(grads, settings["clip"])
             optimizer.step(grads)
             optimizer.zero_grad()
-            total_loss += float(loss) * len(idx)
-            correct += 0 if regression else int((seen[0].argmax(axis=1) == y).sum())
-            seen_n += len(idx)
+            total_loss += sums["loss"]
+            correct += int(sums["correct"])
+            seen_n += len(batch)
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / seen_n:.4f}", acc=_pct(correct / seen_n))
     if not np.isfinite(total_loss):
@@ -638,8 +686,10 @@ def _progress(total: int, desc: str):
     """A tqdm bar on a terminal's stderr; elsewhere, nothing."""
     from tqdm import tqdm
 
+    from .. import distributed as dist
+
     return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr,
-                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+                disable=not sys.stderr.isatty() or not dist._is_root(), dynamic_ncols=True)
 
 
 def _pct(x: float) -> str:
@@ -656,7 +706,10 @@ def _score(model, series, y) -> tuple[float, float, np.ndarray]:
 
     from rnnkit.nn.functional import cross_entropy
 
-    logits = model._logits(series)  # (N, num_classes), the model's dtype
+    from .. import distributed as dist
+
+    # (N, num_classes), the model's dtype; under mpirun each rank computes a block of rows
+    logits = dist._map_rows(model._logits, series)
     pred = logits.argmax(axis=1)
     loss = cross_entropy(logits.astype(np.float64), y)
     return float(loss), float((pred == y).mean()), pred
