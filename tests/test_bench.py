@@ -160,3 +160,77 @@ def test_flops_count_every_product_of_the_cell():
     packed = bench._Cell("packed", "GRU", "infer")  # only the steps each sequence has
     assert bench._flops(packed) == pytest.approx(
         2 * packed.lengths.sum() * 768 * ((256 + 256) + (256 + 256)))
+
+
+# ---------------------------------------------------------------- issue 11's cells
+
+
+@pytest.fixture
+def small_cells(monkeypatch):
+    """The lengths cell on a tiny shape (its real one takes seconds a call); no pauses."""
+    monkeypatch.setitem(bench.GRID, "lengths", (6, 4, 3, 5, 2, 1, True))
+    monkeypatch.setattr(bench, "PAUSE", 0.0)
+    monkeypatch.setattr(bench, "WARM", 0.0)
+
+
+@pytest.mark.usefixtures("small_cells")
+def test_stream_and_lengths_cells_in_the_json_and_the_table(capsys, torch, ort):
+    argv = ["bench", "--sizes", "stream,lengths", "--modes", "GRU", "--no-memory",
+            "--no-compile", "--repeats", "2"]
+    assert main([*argv, "--json"]) == 0
+    rows = {(r["size"], r["mode"], r["task"]): r
+            for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert set(rows) == {("stream", "GRU", "infer"), ("lengths", "GRU", "infer"),
+                         ("lengths", "GRU", "train")}  # a stream has no training step
+    stream = rows["stream", "GRU", "infer"]
+    assert stream["torch_ms"] > 0 and stream["ort_ms"] > 0
+    assert "packed_ms" not in stream
+    for task in ("infer", "train"):
+        r = rows["lengths", "GRU", task]
+        assert r["packed_ms"] > 0
+        assert r["lengths_over_packed"] == pytest.approx(r["rnnkit_ms"] / r["packed_ms"])
+    assert rows["lengths", "GRU", "infer"]["ort_ms"] > 0
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(k for k, line in enumerate(lines) if line.startswith("lengths GRU infer"))
+    assert lines[at + 1].split()[:6] == ["lengths=", "over", "the", "same", "call", "on"]
+    assert any(line.startswith("stream GRU infer") for line in lines)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_stream_cell_peers_take_the_same_steps(tmp_path, torch, ort, mode):
+    # each framework's call is one step from the state its previous call left
+    import numpy as np
+
+    cell = bench._Cell("stream", mode, "infer")
+    calls = [cell.rnnkit_call(), cell.torch_call(torch),
+             cell.ort_call(ort, str(tmp_path), torch)]
+    outputs = []
+    for _ in range(4):
+        ours, theirs, ort_out = (call() for call in calls)
+        assert ours.shape == (cell.B, cell.H)
+        np.testing.assert_allclose(theirs.numpy()[0], ours, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ort_out[0], ours, rtol=1e-5, atol=1e-6)
+        outputs.append(ours)
+    assert not np.allclose(outputs[0], outputs[3])  # the state moved on: same input, new output
+
+
+@pytest.mark.usefixtures("small_cells")
+@pytest.mark.parametrize("task", ["infer", "train"])
+def test_lengths_cell_compares_the_same_call(torch, task):
+    import numpy as np
+
+    from rnnkit.nn.utils.rnn import pad_packed_sequence
+
+    cell = bench._Cell("lengths", "LSTM", task)
+    assert sorted(cell.lengths.tolist()) != cell.lengths.tolist()[::-1]  # unsorted
+    ours, packed = cell.rnnkit_call()(), cell.packed_call()()
+    if task == "infer":
+        padded = pad_packed_sequence(packed, total_length=cell.T)[0]  # output, as packed
+        np.testing.assert_allclose(ours, padded, rtol=1e-6, atol=1e-7)
+        theirs = cell.torch_call(torch)()
+        np.testing.assert_allclose(theirs[0].numpy(), ours, rtol=1e-5, atol=1e-6)
+    else:  # (loss, grads): the same loss and gradients either way
+        assert ours[0] == pytest.approx(packed[0], rel=1e-5)
+        for name, g in ours[1].items():
+            np.testing.assert_allclose(g, packed[1][name], rtol=1e-4, atol=1e-5)

@@ -15,7 +15,14 @@ Grid (T steps, B batch, I input, H hidden, L layers, D directions):
   seed T5 B3 I10 H20 L2 | tiny T100 B1 I32 H32 | small T100 B16 I128 H128
   medium T100 B64 I256 H256 L2 | bidir T100 B32 I256 H256 L2 D2
   large T50 B64 I1024 H1024 | packed = medium, lengths uniform in [T/2, T]
-Tasks: inference (no_grad) and a training step (forward + backward of output.sum()).
+  stream = one step of seed (B3 I10 H20 L2) with the state carried from call to call:
+    rnnkit ``stream(x_t)``, torch ``model(x_t, state)``, onnxruntime ``run`` with the state
+    fed back (torch's own ONNX export of the same weights; rnnkit's without torch)
+  lengths = packed's shapes, lengths in random order: rnnkit ``model(x, lengths=...)``,
+    torch pack -> call -> pad (what it needs instead), onnxruntime with sequence_lens; the
+    line under each row divides it by rnnkit's time on the same input already packed
+Tasks: inference (no_grad) and a training step (forward + backward of output.sum());
+stream cells infer only.
 
 Run it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE rnnkit bench`: those two
 variables, when set, slow OpenBLAS down. See benchmarks/README.md.
@@ -43,10 +50,16 @@ GRID = {  # name: (T, B, I, H, layers, directions, packed)
     "bidir": (100, 32, 256, 256, 2, 2, False),
     "large": (50, 64, 1024, 1024, 1, 1, False),
     "packed": (100, 64, 256, 256, 2, 1, True),
+    "stream": (1, 3, 10, 20, 2, 1, False),  # one step per call
+    "lengths": (100, 64, 256, 256, 2, 1, True),
 }
-QUICK = ("seed", "tiny", "small", "packed")
+QUICK = ("seed", "tiny", "small", "packed", "stream", "lengths")
 MODES = ("LSTM", "GRU", "RNN")
 TASKS = ("infer", "train")
+
+
+def _tasks(size):
+    return ("infer",) if size == "stream" else TASKS
 THREADS = 2
 PAUSE = 0.2  # seconds between two frameworks' turns (see _time_interleaved)
 WARM = 0.05  # seconds of untimed calls that start each turn
@@ -95,6 +108,8 @@ class _Cell:
         self.ours = cls(I, H, num_layers=layers, bidirectional=D == 2)
         self.x = rng.standard_normal((T, B, I)).astype(np.float32)
         self.lengths = _lengths(rng, T, B) if packed else None
+        if size == "lengths":  # a real batch comes in no particular order
+            self.lengths = rng.permutation(self.lengths)
         if packed:  # zeros past each end, like a real padded batch
             self.x[np.arange(T)[:, None] >= self.lengths[None, :]] = 0.0
 
@@ -105,6 +120,12 @@ class _Cell:
         from rnnkit.nn.utils.rnn import pack_padded_sequence
 
         m, x, lengths = self.ours, self.x, self.lengths
+        if self.size == "stream":
+            stream, x_t = m.stream(batch_size=self.B), x[0]  # (B, I): one step
+            return lambda: stream(x_t)
+        if self.size == "lengths":
+            return self._lengths_call(lambda model: model(x, lengths=lengths)[0],
+                                      lambda out: out)
         if self.task == "infer":
             if lengths is None:
                 def call():
@@ -129,6 +150,30 @@ class _Cell:
 
         return call
 
+    def packed_call(self):
+        """The lengths cell's comparison: rnnkit on the same input already packed."""
+        from rnnkit.nn.utils.rnn import pack_padded_sequence
+
+        packed = pack_padded_sequence(self.x, self.lengths, enforce_sorted=False)
+        return self._lengths_call(lambda model: model(packed)[0], lambda out: out.data)
+
+    def _lengths_call(self, forward, values):
+        import rnnkit
+
+        m = self.ours
+        if self.task == "infer":
+            def call():
+                with rnnkit.no_grad():
+                    return forward(m)
+            return call
+        step = rnnkit.value_and_grad(lambda model: values(forward(model)).sum())
+
+        def call():
+            m.zero_grad()
+            return step(m)
+
+        return call
+
     # ------------------------------------------------------------ torch
 
     def torch_call(self, torch):
@@ -138,11 +183,22 @@ class _Cell:
         x = torch.from_numpy(self.x)
         lengths = None if self.lengths is None else torch.from_numpy(self.lengths)
         pack = torch.nn.utils.rnn.pack_padded_sequence
+        if self.size == "stream":
+            state = [None]  # carried from call to call
+
+            def step():
+                with torch.inference_mode():
+                    out, state[0] = m(x, state[0])  # x: (1, B, I), one step
+                return out
+            return step
 
         def forward():
             if lengths is None:
                 return m(x)
-            return m(pack(x, lengths, enforce_sorted=False))
+            out, h = m(pack(x, lengths, enforce_sorted=False))
+            if self.size == "lengths":  # what torch needs for a lengths= call: pad back
+                out = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=self.T)[0]
+            return out, h
 
         if self.task == "infer":
             def call():
@@ -153,13 +209,13 @@ class _Cell:
         def call():
             m.zero_grad(set_to_none=True)
             out = forward()[0]
-            (out if lengths is None else out.data).sum().backward()
+            (out if lengths is None or self.size == "lengths" else out.data).sum().backward()
 
         return call
 
     # ------------------------------------------------------------ onnxruntime
 
-    def ort_call(self, ort, tmpdir):
+    def ort_call(self, ort, tmpdir, torch=None):
         import numpy as np
 
         import rnnkit.onnx
@@ -167,6 +223,8 @@ class _Cell:
         if self.task != "infer":
             return None  # ORT runs inference only
         path = os.path.join(tmpdir, f"{self.size}-{self.mode}.onnx")
+        if self.size == "stream":
+            return self._ort_stream(ort, path, torch)
         rnnkit.onnx.export(self.ours, path, self.x.shape, sequence_lens=self.packed)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = THREADS
@@ -176,6 +234,49 @@ class _Cell:
         if self.packed:
             feed["sequence_lens"] = self.lengths.astype(np.int32)
         return lambda: session.run(None, feed)
+
+    def _ort_stream(self, ort, path, torch):
+        """onnxruntime's stateful loop: ``run`` on one step, its h_n (and c_n) fed back as
+        the next h_0 (c_0). The graph is torch's own export of the same weights (its
+        TorchScript exporter) when torch is there, else rnnkit's."""
+        import warnings
+
+        import numpy as np
+
+        import rnnkit.onnx
+
+        lstm = self.mode == "LSTM"
+        D_L = self.layers * self.D
+        h_0 = np.zeros((D_L, self.B, self.H), np.float32)
+        if torch is not None:
+            m = getattr(torch.nn, self.mode)(self.I, self.H, num_layers=self.layers).eval()
+            m.load_state_dict({k: torch.from_numpy(v)
+                               for k, v in self.ours.state_dict().items()})
+            t0 = torch.from_numpy(h_0)
+            with warnings.catch_warnings():  # the legacy exporter's deprecation and batch notes
+                warnings.simplefilter("ignore")
+                torch.onnx.export(m, (torch.from_numpy(self.x), (t0, t0) if lstm else t0),
+                                  path, dynamo=False,
+                                  input_names=["input", "h_0"] + ["c_0"] * lstm,
+                                  output_names=["output", "h_n"] + ["c_n"] * lstm)
+        else:
+            rnnkit.onnx.export(self.ours, path, self.x.shape, initial_states=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        feed = {"input": self.x, "h_0": h_0}
+        if lstm:
+            feed["c_0"] = h_0.copy()
+
+        def step():
+            result = session.run(None, feed)
+            feed["h_0"] = result[1]
+            if lstm:
+                feed["c_0"] = result[2]
+            return result[0]
+
+        return step
 
 
 # ---------------------------------------------------------------- measuring
@@ -397,13 +498,15 @@ def run(args) -> int:
         print(_header(), flush=True)
     for size in sizes:
         for mode in modes:
-            for task in TASKS:
+            for task in _tasks(size):
                 cell = _Cell(size, mode, task)
                 calls = {"rnnkit": cell.rnnkit_call()}
+                if size == "lengths":
+                    calls["rnnkit packed"] = cell.packed_call()
                 if "torch" in peers:
                     calls["torch"] = cell.torch_call(peers["torch"])
                 if "ort" in peers:
-                    ort_call = cell.ort_call(peers["ort"], tmpdir)
+                    ort_call = cell.ort_call(peers["ort"], tmpdir, peers.get("torch"))
                     if ort_call is not None:
                         calls["ort"] = ort_call
                 med = _time_interleaved(calls, repeats, budget)
@@ -417,9 +520,16 @@ def run(args) -> int:
                 row["bound_ratio"] = med["rnnkit"] / (_flops(cell) / rate)
                 if task == "infer":
                     row["gemm_share"] = min(_gemm_seconds(cell) / med["rnnkit"], 9.99)
+                if size == "lengths":
+                    row["packed_ms"] = med["rnnkit packed"] * 1e3
+                    row["lengths_over_packed"] = med["rnnkit"] / med["rnnkit packed"]
                 rows.append(row)
                 if not args.json:
                     print(_format_row(row, "torch" in peers, "ort" in peers), flush=True)
+                    if size == "lengths":
+                        print(f"{'':<4}lengths= over the same call on packed input: "
+                              f"{row['lengths_over_packed']:.2f}x (packed input "
+                              f"{row['packed_ms']:.3f} ms)", flush=True)
     ratios = [r["torch_ratio"] for r in rows if r["torch_ratio"]]
     ort_ratios = [r["ort_ratio"] for r in rows if r["ort_ratio"]]
     result = {"threads": THREADS, "dtype": "float32", "repeats": repeats,
