@@ -290,6 +290,28 @@ class RNNBase(_StackModule):
         return _lengths.layout(call_lengths(lengths, N, L), L, padding_side == "left")
 
     def forward(self, input, hx=None, *, lengths=None, padding_side="right"):
+        r"""``output, h_n`` (the LSTM: ``output, (h_n, c_n)``), as torch's call.
+
+        Args:
+            input: ``(L, N, H_in)``, ``(N, L, H_in)`` if ``batch_first``, unbatched
+                ``(L, H_in)``, or a ``PackedSequence``.
+            hx: ``h_0`` (the LSTM: ``(h_0, c_0)``), each ``(D * num_layers, N, H)``.
+                Default: zeros.
+            lengths: beyond torch: the real steps of each sequence of a padded batch
+                (N ints, ``0 <= lengths[b] <= L``): the result of packing with
+                ``enforce_sorted=False``, the call and padding back to ``L`` steps, in
+                one call; a sequence of length 0 outputs zeros and keeps ``h_0``.
+            padding_side: with ``lengths``, ``'right'`` (real steps first) or ``'left'``
+                (real steps last, as ``pad_sequence(..., padding_side='left')`` makes);
+                the output keeps the input's layout.
+
+        Example:
+            >>> import numpy as np
+            >>> gru = GRU(2, 3)
+            >>> output, h_n = gru(np.ones((4, 2, 2), np.float32), lengths=[4, 1])
+            >>> bool(output[1:, 1].any()), output.shape
+            (False, (4, 2, 3))
+        """
         x, batch_sizes, sorted_indices, unsorted_indices, unbatched = self._check_input(input)
         run = self._check_lengths(input, lengths, padding_side)
         L, N, _ = getval(x).shape
