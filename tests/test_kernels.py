@@ -162,6 +162,19 @@ for dtype in (np.float32, np.float64):
     check("GRU", dtype, 3, 3, 2, 4, packed=True, reverse=False)
     check("RNN", dtype, 3, 2, 2, 4, packed=False, reverse=True, nonlinearity="relu")
 check("LSTM", np.float64, 2, 24, 2, 64, packed=True, reverse=False)  # a wide batch
+
+from test_kernels import test_training_split_over_two_cores_equals_reference as split
+from test_small_stack import _compare
+
+
+class Patch:  # pytest's monkeypatch, as far as the split test uses it
+    setattr = staticmethod(setattr)
+
+
+split(np.float32, "LSTM", 3, "tanh", True, True, 8, Patch())  # two row groups, training
+split(np.float64, "GRU", 0, "tanh", False, False, 8, Patch())
+_compare("LSTM", 2, 2, 3, 4, 2, True, 3, 3, [3, 2, 1], np.float64)  # one compiled stack
+_compare("GRU", 1, 1, 3, 4, 4, True, 3, 2, None, np.float32)
 print("ok")
 """
 

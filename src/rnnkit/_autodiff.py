@@ -28,6 +28,7 @@ from autograd.extend import VSpace, defvjp_argnums, primitive
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import getval, isbox
 
+from . import _ops
 from ._modes import MODES, layer_weights
 from ._random import dropout_mask
 
@@ -244,8 +245,21 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat):
         return res[0], res[1], (res[2] if cell_state else None)
     # nothing to differentiate (inside no_grad the values may still be boxes): keep no
     # per-step history
-    output, h_n, c_n, _ = _stack_forward(spec, getval(x), getval(h_0), getval(c_0),
-                                         list(map(getval, flat)), keep=False)
+    x, h_0, c_0, flat = getval(x), getval(h_0), getval(c_0), list(map(getval, flat))
+    if not (spec.training and spec.dropout > 0) and _ops.is_small(
+            spec.mode, x, spec.num_layers, spec.num_directions, flat[0].shape[0] //
+            MODES[spec.mode].gates, h_0.shape[-1]):
+        # a small call: every layer and direction in one compiled call
+        stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
+                                spec.bias, spec.proj)
+        cell = h_0.ndim == 2  # a cell's (N, H) states: its one layer-direction's
+        output, h_n, c_n = stack.run(x, h_0[None] if cell else h_0,
+                                     (c_0[None] if cell else c_0) if cell_state else None,
+                                     spec.batch_sizes)
+        if cell:
+            h_n, c_n = h_n[0], (c_n[0] if cell_state else None)
+        return output, h_n, c_n
+    output, h_n, c_n, _ = _stack_forward(spec, x, h_0, c_0, flat, keep=False)
     return output, h_n, c_n
 
 

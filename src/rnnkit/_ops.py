@@ -34,6 +34,7 @@ from ._kernels import _gemm
 from ._kernels import gru as _gru
 from ._kernels import lstm as _lstm
 from ._kernels import rnn as _rnn
+from ._kernels import stack as _stack
 from ._kernels.blas import matmul as _matmul  # SciPy's OpenBLAS, as the step kernels
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
@@ -280,7 +281,9 @@ def _real_rows(batch_sizes, N):
     """The ``(L, N)`` mask of the rows each step really has (time order), for the GEMMs
     over all steps to skip the padding of packed input; None when there is (almost)
     none to skip."""
-    if batch_sizes is None or batch_sizes.sum() >= (1 - _PADDING_SHARE) * len(batch_sizes) * N:
+    if batch_sizes is None or batch_sizes[-1] >= N:  # padded input: every step full
+        return None
+    if batch_sizes.sum() >= (1 - _PADDING_SHARE) * len(batch_sizes) * N:
         return None
     return np.arange(N)[None, :] < batch_sizes[:, None]
 
@@ -569,3 +572,75 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
     dx, (dh,), (dw_ih, dw_hh, db) = _train_backward(x, batch_sizes, saved, grads_in, recursion,
                                                     weight_grads)
     return dx, dh, dw_ih, dw_hh, db
+
+
+# ---------------------------------------------------------------- small calls: one compiled stack
+
+_SMALL_FLOPS = 4e6  # a whole stack's step products below this: one compiled call
+_STACK_MODES = {"LSTM": _stack.LSTM, "GRU": _stack.GRU, "RNN_TANH": _stack.RNN_TANH,
+                "RNN_RELU": _stack.RNN_RELU}
+
+
+def is_small(mode, x, num_layers, D, H, P):
+    """Whether a stack's inference is small enough for ``stack_inference``."""
+    L, N, _ = x.shape
+    G = _stack.GATES[_STACK_MODES[mode]] * H
+    return 2.0 * L * N * G * P * num_layers * D < _SMALL_FLOPS
+
+
+class SmallStack:
+    """A stack's weights laid out for ``_kernels/stack.py``: one flat buffer, the layout
+    table and the packed panels. A call of ``run`` packs them anew (the weights may have
+    changed in place); a stream makes one and runs it with ``pack=False``."""
+
+    def __init__(self, mode, flat, num_layers, D, bias, proj):
+        self.mode = _STACK_MODES[mode]
+        self.num_layers, self.D = num_layers, D
+        dt = flat[0].dtype
+        self.nr = nr = _gemm.panel_width(dt)
+        self.weights = np.concatenate([np.ravel(w) for w in flat])
+        self.layout, size = _layout(tuple(w.shape for w in flat), num_layers * D, bias, proj,
+                                    nr)
+        self.H = flat[1].shape[0] // _stack.GATES[self.mode]
+        self.panels = np.empty(size, dt)
+        self.gemm = _gemm.address(dt)
+
+    def run(self, x, h_0, c_0, batch_sizes, pack=True):
+        """``(output, h_n, c_n)`` of the stack on ``x (L, N, I)`` from ``h_0``, ``c_0``
+        ``(K, N, *)``; ``c_n`` None but for the LSTM."""
+        L, N, _ = x.shape
+        dt = x.dtype
+        P = h_0.shape[2]
+        lstm = self.mode == _stack.LSTM
+        output = np.empty((L, N, self.D * P), dt)
+        h_n = np.empty(h_0.shape, dt)
+        c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
+        _stack.stack_inference(self.mode, np.ascontiguousarray(x), np.ascontiguousarray(h_0),
+                               np.ascontiguousarray(c_0) if lstm else _empty(3, dt),
+                               self.weights, self.layout, self.panels, pack, self.gemm,
+                               self.nr, self.num_layers, self.D, self.H,
+                               _batch_sizes(batch_sizes, L, N), output, h_n, c_n)
+        return output, h_n, (c_n if lstm else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(shapes, K, bias, proj, nr):
+    """``(layout (K, 8) int64, panel buffer size)`` for the flat weights of these shapes
+    (the order of ``_modes.weight_names``)."""
+    per = 2 + 2 * bias + proj
+    layout = np.full((K, 8), -1, dtype=np.int64)
+    offset = panel = 0
+    for k in range(K):
+        names = [_stack.W_IH, _stack.W_HH] + ([_stack.B_IH, _stack.B_HH] if bias else []) \
+            + ([_stack.W_HR] if proj else [])
+        for column, shape in zip(names, shapes[k * per:(k + 1) * per], strict=True):
+            layout[k, column] = offset
+            offset += int(np.prod(shape))
+        G, I_k = shapes[k * per]
+        P = shapes[k * per + 1][1]
+        layout[k, _stack.PANELS] = panel
+        layout[k, _stack.IN] = I_k
+        layout[k, 7] = 0
+        panel += -(-G // nr) * (I_k + P) * nr
+    layout.flags.writeable = False
+    return layout, panel

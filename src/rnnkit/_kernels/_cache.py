@@ -22,7 +22,9 @@ import os
 from numba.core import caching
 
 _FOLDER = os.path.dirname(os.path.abspath(__file__))
-SHARED = ("_math.py", "_gemm.py")  # what the kernels of this folder compile in
+# what the kernels of this folder compile in: the helpers, and the step loops that
+# stack.py calls (numba stamps a cache with its own file only)
+SHARED = ("_math.py", "_gemm.py", "lstm.py", "gru.py", "rnn.py")
 
 
 @functools.lru_cache(maxsize=1)

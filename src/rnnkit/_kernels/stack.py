@@ -1,0 +1,122 @@
+r"""A whole stack's inference in one compiled call: every layer and direction of an
+LSTM, GRU or RNN, for calls so small that Python's work around each layer's kernel
+(allocating, packing, one dispatch per step loop) would cost more than the
+arithmetic. Each layer-direction runs exactly the kernel the layer-by-layer path
+runs (``lstm.py``, ``gru.py``, ``rnn.py``, inference slots); only its input
+projection differs: the micro-kernel, step by step, instead of one OpenBLAS GEMM.
+
+Buffers (G = gates * H; P = proj_size, or H; K = num_layers * D layer-directions;
+NR the micro-kernel's panel width)::
+
+    name         shape           meaning
+    x            (L, N, I)       the input, time-major
+    h_0, c_0     (K, N, P|H)     initial states; c_0 (0, 0, 0) but for the LSTM
+    weights      (W,)            every weight, flat, in the order of ``layout``
+    layout       (K, 8)          per layer-direction: offsets into weights of W_ih
+                                 (G, I_k), W_hh (G, P), b_ih, b_hh (G,), W_hr (P, H)
+                                 (-1 where absent), the offset into panels, I_k, and 0
+    panels       (Q,)            per layer-direction: W_ih^T then W_hh^T packed for the
+                                 micro-kernel (ceil(G / NR) panels each)
+    batch_sizes  (L,) int64      rows active at time t (packed input: sorted rows)
+    output       (L, N, D*P)     the last layer's h' of every step
+    h_n, c_n     (K, N, P|H)     final states; c_n (0, 0, 0) but for the LSTM
+
+With ``pack`` the panels are filled from ``weights`` first; a stream packs once
+and passes ``pack=False`` on every later chunk.
+"""
+
+import numpy as np
+from numba import njit
+
+from ._gemm import step_product
+from ._math import _OPTS
+from .gru import gru_forward
+from .lstm import lstm_forward
+from .rnn import rnn_forward
+
+LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3  # the `mode` argument
+GATES = (4, 3, 1, 1)
+W_IH, W_HH, B_IH, B_HH, W_HR, PANELS, IN = range(7)  # columns of `layout`
+
+
+@njit(**_OPTS)
+def _fill_panels(w, panels, nr):
+    """Panels of ``w.T`` for ``w (G, K)`` into ``panels (ceil(G / NR), K, NR)``."""
+    G, K = w.shape
+    panels[:] = 0.0
+    for n in range(G):
+        p, j = n // nr, n % nr
+        for k in range(K):
+            panels[p, k, j] = w[n, k]
+
+
+@njit(**_OPTS)
+def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, num_layers,
+                    D, H, batch_sizes, output, h_n, c_n):
+    """The inference forward of a stack (see the module's table); writes ``output``,
+    ``h_n`` and ``c_n``, and ``panels`` when ``pack``."""
+    L, N, _ = x.shape
+    dt = x.dtype
+    G = GATES[mode] * H
+    P = h_0.shape[2]
+    Gp = (G + nr - 1) // nr  # panels of G columns
+    lstm = mode == LSTM
+    layer_in = x
+    for layer in range(num_layers):
+        last = layer == num_layers - 1
+        out = output if last else np.empty((L, N, D * P), dt)
+        for d in range(D):
+            k = D * layer + d
+            I_k = layout[k, IN]
+            o = layout[k]
+            w_ih = weights[o[W_IH]:o[W_IH] + G * I_k].reshape((G, I_k))
+            w_hh = weights[o[W_HH]:o[W_HH] + G * P].reshape((G, P))
+            ih_panels = panels[o[PANELS]:o[PANELS] + Gp * I_k * nr].reshape((Gp, I_k, nr))
+            q = o[PANELS] + Gp * I_k * nr
+            hh_panels = panels[q:q + Gp * P * nr].reshape((Gp, P, nr))
+            if pack:
+                _fill_panels(w_ih, ih_panels, nr)
+                _fill_panels(w_hh, hh_panels, nr)
+            # the input projection, in processing order: xw[s] = x_t W_ih^T + bias, where
+            # the bias is b_ih + b_hh (LSTM, RNN: one sum, as the layer path) or b_ih (GRU)
+            bias = np.zeros(G, dt)
+            if o[B_IH] >= 0:
+                for g in range(G):
+                    bias[g] = weights[o[B_IH] + g]
+                    if mode != GRU:
+                        bias[g] += weights[o[B_HH] + g]
+            reverse = d == 1
+            xw = np.empty((L, N, G), dt)
+            hw = np.empty((N, Gp * nr), dt)
+            for s in range(L):
+                t = L - 1 - s if reverse else s
+                n = min(batch_sizes[t], N)
+                step_product(gemm, layer_in[t], n, ih_panels, hw)
+                for m in range(n):
+                    for g in range(G):
+                        xw[s, m, g] = hw[m, g] + bias[g]
+            step_out = out if D == 1 else np.empty((L, N, P), dt)
+            hs = np.empty((2, N, P), dt)  # two state slots taking turns
+            hs[0] = h_0[k]
+            if lstm:
+                cs = np.empty((2, N, H), dt)
+                cs[0] = c_0[k]
+                w_hr = (weights[o[W_HR]:o[W_HR] + P * H].reshape((P, H)) if o[W_HR] >= 0
+                        else np.empty((0, 0), dt))
+                h_unproj = np.empty((N, H) if o[W_HR] >= 0 else (0, 0), dt)
+                lstm_forward(xw, gemm, hh_panels, w_hr, batch_sizes, reverse, hs, cs, hw,
+                             step_out, h_unproj)
+                c_n[k] = cs[L % 2]
+            elif mode == GRU:
+                b_hh = np.zeros(G, dt)
+                if o[B_HH] >= 0:
+                    b_hh[:] = weights[o[B_HH]:o[B_HH] + G]
+                gru_forward(xw, gemm, hh_panels, b_hh, batch_sizes, reverse, hs, hw,
+                            np.empty((1, N, H), dt), step_out)
+            else:
+                rnn_forward(xw, gemm, hh_panels, batch_sizes, reverse, mode == RNN_RELU, hs,
+                            hw, step_out)
+            h_n[k] = hs[L % 2]
+            if D > 1:
+                out[:, :, d * P:(d + 1) * P] = step_out
+        layer_in = out

@@ -1,0 +1,113 @@
+"""Small calls run every layer and direction in one compiled call (``_kernels/stack.py``):
+the same results as the layer-by-layer path, on every mode and option; and the
+layers and cells take it when a call is small and nothing is traced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnnkit
+from rnnkit import _autodiff, _ops, nn
+from rnnkit._modes import weight_names
+
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
+MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+
+
+def _weights(rng, mode, num_layers, D, I, H, P, bias, dtype):
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1) * H
+    flat = []
+    for layer in range(num_layers):
+        for _ in range(D):
+            I_k = I if layer == 0 else D * P
+            shapes = {"weight_ih": (G, I_k), "weight_hh": (G, P), "bias_ih": (G,),
+                      "bias_hh": (G,), "weight_hr": (P, H)}
+            flat += [rng.uniform(-0.5, 0.5, shapes[n]).astype(dtype)
+                     for n in weight_names(bias, P != H)]
+    return flat
+
+
+def _compare(mode, num_layers, D, I, H, P, bias, L, N, lengths, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    flat = _weights(rng, mode, num_layers, D, I, H, P, bias, dtype)
+    K = num_layers * D
+    x = rng.standard_normal((L, N, I)).astype(dtype)
+    h_0 = rng.standard_normal((K, N, P)).astype(dtype)
+    c_0 = rng.standard_normal((K, N, H)).astype(dtype) if mode == "LSTM" else None
+    batch_sizes = None
+    if lengths is not None:  # packed: rows sorted by decreasing length, padding zero
+        lengths = np.sort(np.asarray(lengths))[::-1]
+        batch_sizes = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
+        x = x * (np.arange(L)[:, None] < lengths[None, :])[:, :, None].astype(dtype)
+    spec = _autodiff.StackSpec(mode, num_layers, D, 0.0, False, batch_sizes, bias, P != H)
+    expected = _autodiff._stack_forward(spec, x, h_0, c_0, flat, keep=False)[:3]
+    stack = _ops.SmallStack(mode, flat, num_layers, D, bias, P != H)
+    got = stack.run(x, h_0, c_0, batch_sizes)
+    again = stack.run(x, h_0, c_0, batch_sizes, pack=False)  # a stream's later chunks
+    for name, a, b, c in zip(("output", "h_n", "c_n"), got, expected, again, strict=True):
+        if b is None:
+            assert a is None and c is None, name
+            continue
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        np.testing.assert_allclose(a, b, err_msg=f"{mode} {name}", **TOL[dtype])
+        np.testing.assert_array_equal(c, a, err_msg=f"{mode} {name}, panels kept")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("D", [1, 2])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_small_stack_equals_layer_by_layer(dtype, mode, D, packed):
+    lengths = [5, 5, 3, 1] if packed else None
+    _compare(mode, 2, D, 7, 6, 6, True, 5, 4, lengths, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1, 2])
+def test_small_stack_lstm_with_projection_and_no_bias(dtype, D):
+    _compare("LSTM", 3, D, 5, 8, 3, False, 6, 3, None, dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(mode=st.sampled_from(MODES), num_layers=st.integers(1, 3), D=st.integers(1, 2),
+       I=st.integers(1, 9), H=st.integers(1, 19), L=st.integers(1, 7), N=st.integers(1, 8),
+       bias=st.booleans(), proj=st.booleans(), data=st.data())
+def test_small_stack_equals_layer_by_layer_everywhere(mode, num_layers, D, I, H, L, N, bias,
+                                                      proj, data):
+    P = data.draw(st.integers(1, H)) if proj and mode == "LSTM" and H > 1 else H
+    lengths = None
+    if data.draw(st.booleans()):
+        lengths = data.draw(st.lists(st.integers(1, L), min_size=N, max_size=N))
+        lengths[0] = L
+    _compare(mode, num_layers, D, I, H, P, bias, L, N, lengths, np.float64,
+             seed=data.draw(st.integers(0, 2**16)))
+
+
+def test_layers_and_cells_take_the_compiled_stack_when_small(monkeypatch):
+    runs = []
+    run = _ops.SmallStack.run
+    monkeypatch.setattr(_ops.SmallStack, "run",
+                        lambda self, *a, **k: runs.append(self.mode) or run(self, *a, **k))
+    rng = np.random.default_rng(0)
+    lstm = nn.LSTM(10, 20, num_layers=2)
+    x = rng.standard_normal((5, 3, 10)).astype(np.float32)
+    with rnnkit.no_grad():
+        lstm(x)
+        nn.GRUCell(10, 20)(x[0])
+    assert len(runs) == 2
+    lstm(x)  # nothing traced: inference, as under no_grad
+    assert len(runs) == 3
+    grads = rnnkit.grad(lambda m, x: m(x)[0].sum())(lstm, x)  # traced: the layer path
+    assert len(runs) == 3 and set(grads) == set(dict(lstm.named_parameters()))
+    big = nn.LSTM(256, 256)
+    with rnnkit.no_grad():
+        big(rng.standard_normal((100, 64, 256)).astype(np.float32))
+    assert len(runs) == 3  # too large: the row-split engine
+    lstm.train()
+    lstm.dropout = 0.5
+    with rnnkit.no_grad():
+        lstm(x)  # dropout between layers in training mode: the layer path draws it
+    assert len(runs) == 3
