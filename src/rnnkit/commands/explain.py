@@ -160,7 +160,7 @@ def _explain_lengths(layer, x, h_0, c_0, args, lstm) -> list[str]:
     h_n = state[0] if lstm else state
     lengths = np.asarray(args.lengths, dtype=np.int64)
     L = args.seq_len
-    run = layout(lengths, L, left)
+    run = layout(lengths, len(lengths), L, left)
     zeros = [b for b, n in enumerate(lengths) if n == 0]
     side = ("left: sequence b's real steps are the last lengths[b] positions" if left
             else "right: sequence b's real steps are the first lengths[b] positions")

@@ -45,12 +45,13 @@ row never runs, so its ``h_n`` is its ``h_0``.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
+
+from ..._validate import call_lengths, from_torch
 
 __all__ = ["Layout", "layout", "to_run", "from_run"]
 
@@ -69,9 +70,8 @@ class Layout(NamedTuple):
     extend: bool                        # a zero step follows the run output (L > L_run)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached(lengths_bytes: bytes, L: int, left: bool) -> Layout:
-    lengths = np.frombuffer(lengths_bytes, dtype=np.int64)
+def _compute(lengths: np.ndarray, L: int, left: bool) -> Layout:
+    """The layout of checked int64 ``lengths`` (the pictures of the module docstring)."""
     N = lengths.size
     order = np.argsort(-lengths, kind="stable")  # torch's enforce_sorted=False order
     run_lengths = lengths[order]  # (N,) decreasing
@@ -102,10 +102,23 @@ def _cached(lengths_bytes: bytes, L: int, left: bool) -> Layout:
                   gather_t, gather_b, scatter_t, scatter_n, L > L_run)
 
 
-def layout(lengths: np.ndarray, L: int, left: bool) -> Layout:
-    """The :class:`Layout` of checked int64 ``lengths`` over ``L`` padded steps
-    (``left``: padding_side='left'). Cached: a training loop repeats its lengths."""
-    return _cached(np.ascontiguousarray(lengths, dtype=np.int64).tobytes(), int(L), bool(left))
+_LAYOUTS: dict = {}  # (dtype, N, lengths' bytes, L, left) -> Layout: a training loop
+_CACHED = 256         # repeats its batches' lengths; bounded, emptied when full
+
+
+def layout(lengths, N: int, L: int, left: bool) -> Layout:
+    """The :class:`Layout` of the call's ``lengths`` (checked: a clear error naming
+    ``lengths``) over ``N`` sequences of ``L`` padded steps (``left``: padding_side='left').
+    A repeat of lengths already seen costs one dict look-up, checks included."""
+    array = lengths if type(lengths) is np.ndarray else np.asarray(from_torch(getval(lengths)))
+    key = (array.dtype.str, N, array.tobytes(), L, left)
+    found = _LAYOUTS.get(key)
+    if found is None:
+        found = _compute(call_lengths(array, N, L), L, left)
+        if len(_LAYOUTS) >= _CACHED:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = found
+    return found
 
 
 def to_run(input, lay: Layout, batch_first: bool):

@@ -20,7 +20,7 @@ from autograd.tracer import getval, isbox
 from ..._autodiff import StackSpec, stacked_layers
 from ..._modes import MODES, layer_suffix, rnn_mode, weight_names
 from ..._random import default_generator
-from ..._validate import call_lengths, expect_shape, float_array, float_dtype, int_arg
+from ..._validate import expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
 from . import _lengths
 from .module import Module, Parameter
@@ -287,7 +287,7 @@ class RNNBase(_StackModule):
                 "length, its seq_len; slice it to its real steps instead"
             )
         L, N = (shape[1], shape[0]) if self.batch_first else shape[:2]
-        return _lengths.layout(call_lengths(lengths, N, L), L, padding_side == "left")
+        return _lengths.layout(lengths, N, L, padding_side == "left")
 
     def forward(self, input, hx=None, *, lengths=None, padding_side="right"):
         r"""``output, h_n`` (the LSTM: ``output, (h_n, c_n)``), as torch's call.
