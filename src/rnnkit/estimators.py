@@ -29,9 +29,9 @@ from aeon.regression.base import BaseRegressor
 __all__ = ["RNNClassifier", "RNNRegressor"]
 
 # the estimators' hyper-parameters that are settings of `rnnkit train` (same names)
-_SETTINGS = ("model", "hidden_size", "num_layers", "bidirectional", "dropout", "epochs",
-             "batch_size", "lr", "optimizer", "lr_decay", "weight_decay", "noise", "clip",
-             "val_fraction")
+_SETTINGS = ("model", "hidden_size", "num_layers", "bidirectional", "dropout", "patch",
+             "pool", "epochs", "batch_size", "lr", "optimizer", "lr_decay", "weight_decay",
+             "noise", "clip", "val_fraction")
 
 _TAGS = {
     "capability:multivariate": True,
@@ -66,7 +66,8 @@ class _RNNEstimator:
     them, scikit-learn's rule) and the training call."""
 
     def __init__(self, model: str = "lstm", hidden_size: int = 64, num_layers: int = 2,
-                 bidirectional: bool = True, dropout: float = 0.3, epochs: int = 60,
+                 bidirectional: bool = True, dropout: float = 0.3, patch: int = 1,
+                 pool: str = "last", epochs: int = 60,
                  batch_size: int = 32, lr: float | None = None, optimizer: str = "adam",
                  lr_decay: float = 0.95, weight_decay: float | None = None,
                  noise: float = 0.3, clip: float = 1.0, val_fraction: float = 0.1,
@@ -76,6 +77,8 @@ class _RNNEstimator:
         self.num_layers = num_layers
         self.bidirectional = bidirectional
         self.dropout = dropout
+        self.patch = patch
+        self.pool = pool
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -116,6 +119,9 @@ class RNNClassifier(_RNNEstimator, BaseClassifier):
         num_layers: stacked recurrent layers. Default: 2
         bidirectional: read each series both ways. Default: True
         dropout: before the head and between layers. Default: 0.3
+        patch: consecutive steps read as one input (long series). Default: 1
+        pool: ``"last"`` (the final states) or ``"mean"`` (outputs averaged over
+            the steps) feed the head. Default: ``"last"``
         epochs: passes over the training part. Default: 60
         batch_size: series per gradient step. Default: 32
         lr: learning rate; None: the optimizer's default (5e-3 for Adam). Default: None

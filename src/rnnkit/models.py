@@ -8,7 +8,7 @@ import numpy as np
 
 from . import nn
 from . import numpy as rnp
-from .nn.utils.rnn import pack_padded_sequence
+from .nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["SequenceClassifier", "SequenceRegressor"]
 
@@ -32,13 +32,15 @@ def _patches(x, lengths, p: int):
 
 
 def _build_reader(self, input_size, num_outputs, model, hidden_size, num_layers,
-                  bidirectional, dropout, dtype, mean, std, patch) -> None:
+                  bidirectional, dropout, dtype, mean, std, patch, pool) -> None:
     """The recurrent reader and linear head that both models share, built on ``self``."""
     if model not in _LAYERS:
         raise ValueError(f"model must be one of {sorted(_LAYERS)}, got {model!r}")
     if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
         raise ValueError(f"patch must be a positive int, got {patch!r}")
-    self.input_size, self.patch = int(input_size), int(patch)
+    if pool not in ("last", "mean"):
+        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+    self.input_size, self.patch, self.pool = int(input_size), int(patch), pool
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     layer = getattr(nn, _LAYERS[model])
@@ -68,6 +70,7 @@ class SequenceClassifier(nn.Module):
         x''    = x' in patches: steps [p t, p t + p) side by side, (N, L/p, p C)
         h_n    = RNN(pack_padded_sequence(x'', ceil(lengths / p)))
         logits = W [h_n[-2] ; h_n[-1]] + b             bidirectional: last layer's two directions
+               = W mean_t(output_t) + b                pool="mean": the outputs of every step
 
     The model also keeps what turns raw series into class names, so a saved model
     is all ``rnnkit predict`` needs: ``classes`` (names, in logit order) and the
@@ -87,6 +90,9 @@ class SequenceClassifier(nn.Module):
         patch: p, consecutive steps read as one (their p C values side by side; a
             series' last patch is completed with zeros): the recurrence runs
             ``ceil(L / p)`` steps, which long series need. Default: 1
+        pool: ``"last"``, the final states (each direction's at the end of its reading),
+            or ``"mean"``, the last layer's outputs averaged over each series' steps.
+            Default: ``"last"``
 
     Shape:
         input: (N, L, C), zero-padded after each series' end; lengths: (N,) or None
@@ -106,13 +112,13 @@ class SequenceClassifier(nn.Module):
                  hidden_size: int = 64, num_layers: int = 1, bidirectional: bool = True,
                  dropout: float = 0.0, dtype=None, classes: Sequence[str] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 patch: int = 1):
+                 patch: int = 1, pool: str = "last"):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
                 or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         _build_reader(self, input_size, num_classes, model, hidden_size, num_layers,
-                      bidirectional, dropout, dtype, mean, std, patch)
+                      bidirectional, dropout, dtype, mean, std, patch, pool)
         self.num_classes = int(num_classes)
         if classes is None:
             classes = [str(k) for k in range(num_classes)]
@@ -131,7 +137,7 @@ class SequenceClassifier(nn.Module):
             "dtype": self.dtype.name, "classes": list(self.classes),
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
-            "patch": self.patch,
+            "patch": self.patch, "pool": self.pool,
         }
 
     def extra_repr(self) -> str:
@@ -147,9 +153,15 @@ class SequenceClassifier(nn.Module):
             x, lengths = _patches(x, lengths, self.patch)
         if lengths is not None:
             x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(x)
+        output, state = self.rnn(x)
         h_n = state[0] if self.model == "lstm" else state  # (num_layers * D, N, H)
-        if self.rnn.bidirectional:
+        if self.pool == "mean":
+            if isinstance(output, PackedSequence):
+                output, lengths = pad_packed_sequence(output, batch_first=True)  # zero-padded
+                features = output.sum(axis=1) / np.asarray(lengths, output.dtype)[:, None]
+            else:
+                features = output.mean(axis=1)  # (N, D * H)
+        elif self.rnn.bidirectional:
             features = rnp.concatenate([h_n[-2], h_n[-1]], axis=1)  # (N, 2H), forward first
         else:
             features = h_n[-1]  # (N, H)
@@ -193,7 +205,7 @@ class SequenceRegressor(nn.Module):
 
     Args:
         input_size, model, hidden_size, num_layers, bidirectional, dropout, dtype,
-        mean, std, patch: as for :class:`SequenceClassifier`.
+        mean, std, patch, pool: as for :class:`SequenceClassifier`.
         target_mean, target_std: the training targets' mean and standard deviation.
             Default: 0.0, 1.0
 
@@ -213,11 +225,11 @@ class SequenceRegressor(nn.Module):
     def __init__(self, input_size: int, model: str = "lstm", hidden_size: int = 64,
                  num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.0,
                  dtype=None, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, patch: int = 1,
+                 std: Sequence[float] | None = None, patch: int = 1, pool: str = "last",
                  target_mean: float = 0.0, target_std: float = 1.0):
         super().__init__()
         _build_reader(self, input_size, 1, model, hidden_size, num_layers, bidirectional,
-                      dropout, dtype, mean, std, patch)
+                      dropout, dtype, mean, std, patch, pool)
         if not (np.isfinite(target_std) and target_std > 0 and np.isfinite(target_mean)):
             raise ValueError("target_mean must be finite and target_std positive, got "
                              f"{target_mean}, {target_std}")
@@ -233,7 +245,8 @@ class SequenceRegressor(nn.Module):
             "dropout": float(self.dropout.p), "dtype": self.dtype.name,
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
-            "patch": self.patch, "target_mean": self.target_mean, "target_std": self.target_std,
+            "patch": self.patch, "pool": self.pool, "target_mean": self.target_mean,
+            "target_std": self.target_std,
         }
 
     def extra_repr(self) -> str:

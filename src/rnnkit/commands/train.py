@@ -70,8 +70,11 @@ DEFAULTS = {
     "val_fraction": 0.1,
     "seed": 0,
     "dtype": "float32",
+    "patch": 1,
+    "pool": "last",
 }
 _LR = {"adam": 5e-3, "adamw": 5e-3, "sgd": 0.05}
+_MAX_STEPS = 100  # --patch's default: at most this many recurrent steps per series
 # may differ between an interrupted run and its resumption
 _RESUMABLE = {"epochs"}
 
@@ -110,6 +113,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"before the head and between layers (default {d['dropout']})")
     model.add_argument("--dtype", choices=["float32", "float64"],
                        help=f"default {d['dtype']}")
+    model.add_argument("--patch", type=_positive_int, metavar="P",
+                       help="read P consecutive steps as one, so that long series take "
+                            "fewer recurrent steps (default: "
+                            + (f"{d['patch']})" if d["patch"] is not None else
+                               f"the smallest P that reads the longest training series in "
+                               f"at most {_MAX_STEPS} steps)"))
+    model.add_argument("--pool", choices=["last", "mean"],
+                       help="classify from the final states, or from the outputs averaged "
+                            f"over every step (default {d['pool']})")
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
@@ -524,6 +536,8 @@ def _start_training(settings: dict, data: _Data, meta: dict | None, arrays: dict
     rnnkit.manual_seed(settings["seed"])
     shape = {key: settings[key] for key in ("model", "hidden_size", "num_layers",
                                             "bidirectional", "dropout", "dtype")}
+    # (runs checkpointed before these settings existed used their defaults)
+    shape.update(patch=_patch(settings.get("patch", 1), data), pool=settings.get("pool", "last"))
     if data.classes is None:
         model = SequenceRegressor(data.num_channels, **shape, mean=data.mean.tolist(),
                                   std=data.std.tolist(), target_mean=data.target[0],
@@ -552,6 +566,15 @@ def _start_training(settings: dict, data: _Data, meta: dict | None, arrays: dict
     print(f"{model.rnn!r} -> Linear({model.fc.in_features}, {model.fc.out_features}): "
           f"{n_params:,} parameters" + ("" if out is None else f"; saving to {out}"))
     return job
+
+
+def _patch(patch: int | None, data: _Data) -> int:
+    """``--patch``, or when None the smallest that reads the longest training series in
+    at most ``_MAX_STEPS`` recurrent steps."""
+    if patch is not None:
+        return patch
+    longest = max(len(s) for s in data.fit.series + data.val.series)
+    return max(1, -(-longest // _MAX_STEPS))
 
 
 def _base_lr(settings: dict) -> float:
