@@ -598,7 +598,7 @@ class SmallStack:
         self.num_layers, self.D = num_layers, D
         dt = flat[0].dtype
         self.nr = nr = _gemm.panel_width(dt)
-        self.weights = np.concatenate([np.ravel(w) for w in flat])
+        self.weights = np.concatenate(flat, axis=None)  # flattened, one copy
         self.layout, size = _layout(tuple(w.shape for w in flat), num_layers * D, bias, proj,
                                     nr)
         self.H = flat[1].shape[0] // _stack.GATES[self.mode]
