@@ -67,8 +67,7 @@ class Stream:
         self._H_in = input_size
         self._batch_first = batch_first
         self._name = name
-        self._h = _frozen(h)
-        self._c = None if c is None else _frozen(c)
+        self._h, self._c = h, c  # never written in place: each call makes new ones
 
     def __repr__(self) -> str:
         return f"Stream({self._name}, batch_size={self._N})"
@@ -83,22 +82,24 @@ class Stream:
         """``h`` (``num_layers, N, H_out``), or ``(h, c)`` for an LSTM: the state after the
         last step seen, torch's ``h_n``/``c_n`` layout. Read-only arrays that the stream never
         changes afterwards (each call makes new ones)."""
-        return self._h if self._c is None else (self._h, self._c)
+        if self._c is None:
+            return _frozen(self._h)
+        return _frozen(self._h), _frozen(self._c)
 
     def reset(self, rows=None) -> None:
         """Zero the state of every sequence (``rows=None``), or of the batch rows ``rows``
         (an int, a list of ints, an integer array, or a bool mask of N entries)."""
         if rows is None:
-            self._h = _frozen(np.zeros_like(self._h))
-            self._c = None if self._c is None else _frozen(np.zeros_like(self._c))
+            self._h = np.zeros_like(self._h)
+            self._c = None if self._c is None else np.zeros_like(self._c)
             return
         index = _rows(rows, self._N)
         for name in ("_h", "_c"):
             state = getattr(self, name)
             if state is not None:
-                state = state.copy()
+                state = state.copy()  # the old one may be in the caller's hands
                 state[:, index] = 0
-                setattr(self, name, _frozen(state))
+                setattr(self, name, state)
 
     def __call__(self, chunk: np.ndarray) -> np.ndarray:
         """Run ``chunk``'s steps from the current state; returns their outputs."""
@@ -122,9 +123,7 @@ class Stream:
             self._refuse(chunk)
         output, h, c, _ = _stack_forward(self._spec, x, self._h, self._c, self._weights,
                                          keep=False)
-        self._h = _frozen(h)
-        if c is not None:
-            self._c = _frozen(c)
+        self._h, self._c = h, c
         if len(shape) == 2:
             return output[0]  # (N, H_out)
         return output.transpose(1, 0, 2) if self._batch_first else output
@@ -177,7 +176,7 @@ class Stream:
 
 def _frozen(state: np.ndarray) -> np.ndarray:
     """``state``, read-only: what ``Stream.state`` hands out cannot change the stream."""
-    state.flags.writeable = False
+    state.setflags(write=False)
     return state
 
 
