@@ -66,11 +66,11 @@ class _RNNEstimator:
     them, scikit-learn's rule) and the training call."""
 
     def __init__(self, model: str = "lstm", hidden_size: int = 64, num_layers: int = 2,
-                 bidirectional: bool = True, dropout: float = 0.3, patch: int = 1,
-                 pool: str = "last", epochs: int = 60,
+                 bidirectional: bool = True, dropout: float = 0.3, patch: int | None = None,
+                 pool: str = "mean", epochs: int = 60,
                  batch_size: int = 32, lr: float | None = None, optimizer: str = "adam",
                  lr_decay: float = 0.95, weight_decay: float | None = None,
-                 noise: float = 0.3, clip: float = 1.0, val_fraction: float = 0.1,
+                 noise: float = 0.3, clip: float = 1.0, val_fraction: float = 0.0,
                  random_state=None, verbose: bool = False):
         self.model = model
         self.hidden_size = hidden_size
@@ -109,9 +109,10 @@ class RNNClassifier(_RNNEstimator, BaseClassifier):
     classifier. A (by default 2-layer bidirectional) LSTM, GRU or Elman RNN reads each
     series to its own end; a linear head on its final states gives the class logits.
 
-    Training holds out ``val_fraction`` of each class, keeps the weights of the best
-    validation epoch, standardizes each channel by the training statistics and adds
-    Gaussian input noise: everything as ``rnnkit train`` does, from the same code.
+    Training standardizes each channel by the training statistics, adds Gaussian
+    input noise, decays the learning rate every epoch and keeps the last epoch's
+    weights (or, with ``val_fraction``, those of the best validation epoch):
+    everything as ``rnnkit train`` does, from the same code.
 
     Args:
         model: ``"lstm"``, ``"gru"`` or ``"rnn"``. Default: ``"lstm"``
@@ -119,9 +120,10 @@ class RNNClassifier(_RNNEstimator, BaseClassifier):
         num_layers: stacked recurrent layers. Default: 2
         bidirectional: read each series both ways. Default: True
         dropout: before the head and between layers. Default: 0.3
-        patch: consecutive steps read as one input (long series). Default: 1
-        pool: ``"last"`` (the final states) or ``"mean"`` (outputs averaged over
-            the steps) feed the head. Default: ``"last"``
+        patch: consecutive steps read as one input; None: the smallest that reads
+            the longest training series in at most 32 steps. Default: None
+        pool: ``"mean"`` (the last layer's outputs averaged over each series' steps)
+            or ``"last"`` (the final states) feed the head. Default: ``"mean"``
         epochs: passes over the training part. Default: 60
         batch_size: series per gradient step. Default: 32
         lr: learning rate; None: the optimizer's default (5e-3 for Adam). Default: None
@@ -130,7 +132,8 @@ class RNNClassifier(_RNNEstimator, BaseClassifier):
         weight_decay: None: the optimizer's default. Default: None
         noise: standard deviation of the input noise, in each channel's units. Default: 0.3
         clip: clip the gradient norm to this; 0: never. Default: 1.0
-        val_fraction: part of each class held out to choose the epoch. Default: 0.1
+        val_fraction: part of each class held out to choose the best epoch; 0: none,
+            the last epoch is kept. Default: 0.0
         random_state: an int seed (``rnnkit train --seed``), a ``RandomState`` or None.
         verbose: print ``rnnkit train``'s epoch lines. Default: False
 
@@ -168,9 +171,10 @@ class RNNRegressor(_RNNEstimator, BaseRegressor):
     r"""A recurrent regressor of collections of series: one float per series.
 
     The reader of :class:`RNNClassifier` with a head of one output, trained on mean
-    squared error of standardized targets; the epoch with the lowest validation error
-    is kept. Arguments, defaults and training are :class:`RNNClassifier`'s (``rnnkit
-    train``'s), except that the validation series are drawn at random, not per class.
+    squared error of standardized targets (with ``val_fraction``, the epoch with the
+    lowest validation error is kept). Arguments, defaults and training are
+    :class:`RNNClassifier`'s (``rnnkit train``'s), except that validation series are
+    drawn at random, not per class.
 
     Attributes:
         model_: the trained :class:`rnnkit.models.SequenceRegressor`.
