@@ -14,7 +14,7 @@ def series(rng, lengths, C=2):
     return [rng.standard_normal((L, C)) for L in lengths]
 
 
-@pytest.mark.parametrize("pool", ["last", "mean"])
+@pytest.mark.parametrize("pool", ["last", "mean", "both"])
 @pytest.mark.parametrize("patch", [1, 3])
 def test_padding_never_changes_a_series_result(rng, pool, patch):
     """A series gives the same logits alone as beside longer ones (padding is ignored),

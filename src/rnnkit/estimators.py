@@ -67,7 +67,7 @@ class _RNNEstimator:
 
     def __init__(self, model: str = "lstm", hidden_size: int = 64, num_layers: int = 2,
                  bidirectional: bool = True, dropout: float = 0.3, patch: int | None = None,
-                 pool: str = "mean", epochs: int = 60,
+                 pool: str = "both", epochs: int = 60,
                  batch_size: int = 32, lr: float | None = None, optimizer: str = "adam",
                  lr_decay: float = 0.95, weight_decay: float | None = None,
                  noise: float = 0.3, clip: float = 1.0, val_fraction: float = 0.0,
@@ -122,8 +122,9 @@ class RNNClassifier(_RNNEstimator, BaseClassifier):
         dropout: before the head and between layers. Default: 0.3
         patch: consecutive steps read as one input; None: the smallest that reads
             the longest training series in at most 32 steps. Default: None
-        pool: ``"mean"`` (the last layer's outputs averaged over each series' steps)
-            or ``"last"`` (the final states) feed the head. Default: ``"mean"``
+        pool: what feeds the head: ``"last"``, the final states, ``"mean"``, the last
+            layer's outputs averaged over each series' steps, or ``"both"``, the two
+            side by side. Default: ``"both"``
         epochs: passes over the training part. Default: 60
         batch_size: series per gradient step. Default: 32
         lr: learning rate; None: the optimizer's default (5e-3 for Adam). Default: None

@@ -38,8 +38,8 @@ def _build_reader(self, input_size, num_outputs, model, hidden_size, num_layers,
         raise ValueError(f"model must be one of {sorted(_LAYERS)}, got {model!r}")
     if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
         raise ValueError(f"patch must be a positive int, got {patch!r}")
-    if pool not in ("last", "mean"):
-        raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+    if pool not in ("last", "mean", "both"):
+        raise ValueError(f"pool must be 'last', 'mean' or 'both', got {pool!r}")
     self.input_size, self.patch, self.pool = int(input_size), int(patch), pool
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
@@ -50,7 +50,8 @@ def _build_reader(self, input_size, num_outputs, model, hidden_size, num_layers,
                      bidirectional=bidirectional, dtype=dtype)
     self.dropout = nn.Dropout(dropout)
     D = 2 if bidirectional else 1
-    self.fc = nn.Linear(D * hidden_size, num_outputs, dtype=dtype)
+    features = (2 if pool == "both" else 1) * D * hidden_size
+    self.fc = nn.Linear(features, num_outputs, dtype=dtype)
     self.model = model
     self.dtype = self.rnn.dtype
     self.mean = None if mean is None else np.asarray(mean, dtype=self.dtype)
@@ -71,6 +72,7 @@ class SequenceClassifier(nn.Module):
         h_n    = RNN(pack_padded_sequence(x'', ceil(lengths / p)))
         logits = W [h_n[-2] ; h_n[-1]] + b             bidirectional: last layer's two directions
                = W mean_t(output_t) + b                pool="mean": the outputs of every step
+               = W [h_n[-2] ; h_n[-1] ; mean_t(output_t)] + b             pool="both"
 
     The model also keeps what turns raw series into class names, so a saved model
     is all ``rnnkit predict`` needs: ``classes`` (names, in logit order) and the
@@ -91,7 +93,8 @@ class SequenceClassifier(nn.Module):
             series' last patch is completed with zeros): the recurrence runs
             ``ceil(L / p)`` steps, which long series need. Default: 1
         pool: ``"last"``, the final states (each direction's at the end of its reading),
-            or ``"mean"``, the last layer's outputs averaged over each series' steps.
+            ``"mean"``, the last layer's outputs averaged over each series' steps, or
+            ``"both"``, the two side by side.
             Default: ``"last"``
 
     Shape:
@@ -155,16 +158,18 @@ class SequenceClassifier(nn.Module):
             x = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         output, state = self.rnn(x)
         h_n = state[0] if self.model == "lstm" else state  # (num_layers * D, N, H)
-        if self.pool == "mean":
+        if self.rnn.bidirectional:
+            last = rnp.concatenate([h_n[-2], h_n[-1]], axis=1)  # (N, 2H), forward first
+        else:
+            last = h_n[-1]  # (N, H)
+        features = last
+        if self.pool != "last":
             if isinstance(output, PackedSequence):
                 output, lengths = pad_packed_sequence(output, batch_first=True)  # zero-padded
-                features = output.sum(axis=1) / np.asarray(lengths, output.dtype)[:, None]
+                mean = output.sum(axis=1) / np.asarray(lengths, output.dtype)[:, None]
             else:
-                features = output.mean(axis=1)  # (N, D * H)
-        elif self.rnn.bidirectional:
-            features = rnp.concatenate([h_n[-2], h_n[-1]], axis=1)  # (N, 2H), forward first
-        else:
-            features = h_n[-1]  # (N, H)
+                mean = output.mean(axis=1)  # (N, D * H)
+            features = mean if self.pool == "mean" else rnp.concatenate([last, mean], axis=1)
         return self.fc(self.dropout(features))  # (N, num_classes)
 
     def _logits(self, series: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:

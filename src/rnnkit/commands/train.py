@@ -3,8 +3,9 @@
 With no arguments: a 2-layer bidirectional LSTM (hidden size 64, dropout 0.3,
 input noise 0.3, Adam lr 5e-3 decayed 0.95 per epoch, 60 epochs) on JapaneseVowels
 (aeon's copy, read offline): about 98% test accuracy in under a minute on 2 cores.
-The head reads the last layer's outputs averaged over every step (--pool mean), and
-a series longer than 32 steps is read in patches of consecutive steps (--patch).
+The head reads the final states and the last layer's outputs averaged over every
+step (--pool both), and a series longer than 32 steps is read in patches of
+consecutive steps (--patch).
 
 The model of the last epoch is kept. With --val-fraction F, each epoch is scored on
 a stratified validation split of F of the training set, and the weights of the best
@@ -74,7 +75,7 @@ DEFAULTS = {
     "seed": 0,
     "dtype": "float32",
     "patch": None,  # the smallest that reads every series in at most _MAX_STEPS steps
-    "pool": "mean",
+    "pool": "both",
 }
 _LR = {"adam": 5e-3, "adamw": 5e-3, "sgd": 0.05}
 _MAX_STEPS = 32  # --patch's default: at most this many recurrent steps per series
@@ -123,9 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             + (f"{d['patch']})" if d["patch"] is not None else
                                f"the smallest P that reads the longest training series in "
                                f"at most {_MAX_STEPS} steps)"))
-    model.add_argument("--pool", choices=["last", "mean"],
-                       help="classify from the final states, or from the outputs averaged "
-                            f"over every step (default {d['pool']})")
+    model.add_argument("--pool", choices=["last", "mean", "both"],
+                       help="classify from the final states, the outputs averaged over "
+                            f"every step, or both side by side (default {d['pool']})")
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
