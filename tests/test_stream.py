@@ -91,6 +91,35 @@ def test_one_step_at_a_time_long_sequence():
     assert_close(stream.state[1], c_n, 1e-12, 1e-12)
 
 
+def test_small_and_large_chunks_take_both_engines(monkeypatch):
+    # a one-step chunk runs in the one-call engine (packed once), a 30-step chunk of this
+    # size in the layer-by-layer kernels; the whole call too: all agree
+    from rnnkit import _ops
+    from rnnkit.nn.modules import stream as stream_module
+
+    packs, large = [], []
+    run, forward = _ops.SmallStack.run, stream_module._stack_forward
+
+    def spy_run(self, *args, pack=True):
+        packs.append(pack)
+        return run(self, *args, pack=pack)
+
+    def spy_forward(*args, **kwargs):
+        large.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(_ops.SmallStack, "run", spy_run)
+    monkeypatch.setattr(stream_module, "_stack_forward", spy_forward)
+    lstm = nn.LSTM(4, 64, dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((40, 8, 4))
+    stream = lstm.stream(batch_size=8)
+    got = np.concatenate([stream(x[0])[None], stream(x[1:31]), stream(x[31])[None],
+                          stream(x[32:])])
+    assert packs == [True, False, False] and len(large) == 1  # x[32:]: 8 steps, small
+    assert_close(got, lstm(x)[0], 1e-12, 1e-12)
+    assert_close(stream.state[1], lstm(x)[1][1], 1e-12, 1e-12)
+
+
 def test_weights_are_a_snapshot(rng):
     gru = nn.GRU(4, 5, dtype=np.float64)
     before = {k: v.copy() for k, v in gru.state_dict().items()}

@@ -7,9 +7,11 @@ that the outputs of consecutive chunks equal one call on the concatenated input:
     y_0 = stream(x[0:4])          # == lstm(x)[0][0:4]
     y_1 = stream(x[4])            # one step (N, H_in) -> (N, H_out): == lstm(x)[0][4]
 
-It runs the layer's stack of inference kernels (``_autodiff._stack_forward`` with
-``keep=False``: no gates, no histories) on the weights as they were when the stream
-was made, with no dropout and no gradients.
+It runs on the weights as they were when the stream was made, with no dropout and no
+gradients: a chunk small enough for ``_ops.SmallStack`` (every layer in one compiled
+call) runs there, its weights packed into panels on the first such chunk and reused on
+every later one; a larger chunk runs the layer-by-layer inference kernels
+(``_autodiff._stack_forward`` with ``keep=False``: no gates, no histories).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from autograd.tracer import getval, isbox
 
+from ... import _ops
 from ..._autodiff import StackSpec, _stack_forward
 from ..._modes import MODES
 from ..._validate import float_array, int_arg
@@ -52,16 +55,19 @@ class Stream:
         >>> stream.reset([0, 2])      # rows 0 and 2 start again from zero
     """
 
-    # The weights live in one attribute (``_weights``, the stack's flat order) so that an
-    # engine holding pre-packed panels can keep them there, made once per stream.
-    __slots__ = ("_spec", "_weights", "_h", "_c", "_N", "_H_in", "_H_out", "_dtype",
-                 "_batch_first", "_name")
+    # ``_weights``: the snapshot, in the stack's flat order; ``_small``: the same weights
+    # laid out and packed for the one-call engine, made from the snapshot on the first
+    # chunk small enough for it (None until then)
+    __slots__ = ("_spec", "_weights", "_small", "_h", "_c", "_N", "_H_in", "_H_out",
+                 "_H_cell", "_dtype", "_batch_first", "_name")
 
     def __init__(self, spec: StackSpec, weights: list, h: np.ndarray, c: np.ndarray | None,
                  input_size: int, batch_first: bool, name: str):
         """Use ``layer.stream()``; ``weights`` are copies, ``h``/``c`` checked states."""
         self._spec = spec
         self._weights = weights
+        self._small = None
+        self._H_cell = weights[1].shape[1] if c is None else c.shape[2]  # H of the kernels
         self._dtype = h.dtype
         self._N, self._H_out = h.shape[1], h.shape[2]
         self._H_in = input_size
@@ -121,8 +127,17 @@ class Stream:
                 return np.empty(empty, self._dtype)
         else:
             self._refuse(chunk)
-        output, h, c, _ = _stack_forward(self._spec, x, self._h, self._c, self._weights,
-                                         keep=False)
+        spec = self._spec
+        if _ops.is_small(spec.mode, x, spec.num_layers, 1, self._H_cell, self._H_out):
+            small, pack = self._small, False
+            if small is None:  # lay the snapshot out once, pack its panels on this call
+                small = self._small = _ops.SmallStack(spec.mode, self._weights,
+                                                      spec.num_layers, 1, spec.bias, spec.proj)
+                pack = True
+            output, h, c = small.run(x, self._h, self._c, None, pack=pack)
+        else:
+            output, h, c, _ = _stack_forward(spec, x, self._h, self._c, self._weights,
+                                             keep=False)
         self._h, self._c = h, c
         if len(shape) == 2:
             return output[0]  # (N, H_out)
