@@ -91,12 +91,12 @@ def _split(result, lstm):
 
 
 def _check(torch, kind, dtype, lengths, L, *, batch_first=False, bidirectional=False,
-           num_layers=1, left=False, with_hx=True, seed=0, padding=0.0):
+           num_layers=1, left=False, with_hx=True, seed=0, padding=0.0, hidden=H):
     """rnnkit's lengths= call equals torch's packed path, forward and every gradient."""
     name, extra = KINDS[kind]
     lstm = name == "LSTM"
     torch.manual_seed(seed)
-    theirs, ours = build_pair(torch, name, dtype, input_size=H_IN, hidden_size=H,
+    theirs, ours = build_pair(torch, name, dtype, input_size=H_IN, hidden_size=hidden,
                               num_layers=num_layers, bidirectional=bidirectional,
                               batch_first=batch_first, **extra)
     rng = np.random.default_rng(seed)
@@ -109,11 +109,12 @@ def _check(torch, kind, dtype, lengths, L, *, batch_first=False, bidirectional=F
         else:
             x[t, b] = padding
     D = 2 if bidirectional else 1
-    H_out = extra.get("proj_size") or H
+    H_out = extra.get("proj_size") or hidden
     hx = None
     if with_hx:
         h_0 = rng.standard_normal((D * num_layers, N, H_out)).astype(dtype)
-        hx = (h_0, rng.standard_normal((D * num_layers, N, H)).astype(dtype)) if lstm else h_0
+        hx = (h_0, rng.standard_normal((D * num_layers, N, hidden)).astype(dtype)) if lstm \
+            else h_0
 
     x_t = torch.tensor(np.nan_to_num(x), requires_grad=True)  # torch never reads padding
     hx_t = None if hx is None else (
@@ -191,6 +192,15 @@ def test_drawn_lengths(torch, kind, dtype, left, batch_first, bidirectional, num
     L, lengths = L_and_lengths
     _check(torch, kind, dtype, lengths, L, batch_first=batch_first, left=left,
            bidirectional=bidirectional, num_layers=num_layers, with_hx=with_hx)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_call_too_large_for_the_one_call_engine(torch, kind):
+    # above _ops' small-call bound: inference runs the layer-by-layer kernels
+    from rnnkit import _ops
+
+    assert not _ops.is_small(kind, np.zeros((20, 8, H_IN)), 1, 1, 80, 80)  # L_run 20, N 8
+    _check(torch, kind, np.float64, [20, 0, 7, 13, 1, 20, 5, 9], 22, left=True, hidden=80)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
