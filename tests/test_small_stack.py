@@ -111,3 +111,50 @@ def test_layers_and_cells_take_the_compiled_stack_when_small(monkeypatch):
     with rnnkit.no_grad():
         lstm(x)  # dropout between layers in training mode: the layer path draws it
     assert len(runs) == 3
+
+
+@pytest.mark.parametrize("make", [lambda: nn.LSTM(4, 6, num_layers=2, proj_size=3),
+                                  lambda: nn.GRU(4, 6, bidirectional=True),
+                                  lambda: nn.RNNCell(4, 6)], ids=["lstm", "gru", "cell"])
+def test_parameters_live_in_one_buffer_that_small_calls_read(make):
+    # the module's parameters are views of one flat buffer (torch's flat weights): small
+    # calls read it with no copy, so in-place updates must show; a replaced parameter
+    # or a copy of the module leaves the buffer, and calls copy the weights instead
+    import copy
+    import pickle
+
+    layer = make()
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    x = x[0] if isinstance(layer, nn.RNNCell) else x
+    params = dict(layer.named_parameters())
+    assert all(p.base is layer._buffer for p in params.values())
+    stack = layer._small_stack()
+    assert stack is not None and stack.weights is layer._buffer
+
+    def run(module):
+        with rnnkit.no_grad():
+            out = module(x)
+        return out if isinstance(out, np.ndarray) else out[0]
+
+    def reference(module):  # the layer-by-layer path: no compiled stack
+        saved = _ops._SMALL_FLOPS
+        _ops._SMALL_FLOPS = 0
+        try:
+            return run(module)
+        finally:
+            _ops._SMALL_FLOPS = saved
+
+    before = run(layer)
+    np.testing.assert_allclose(before, reference(layer), rtol=2e-5, atol=2e-6)
+    name = next(iter(params))
+    params[name] -= 0.5  # in place, as optimizers update
+    after = run(layer)
+    assert not np.allclose(after, before)
+    np.testing.assert_allclose(after, reference(layer), rtol=2e-5, atol=2e-6)
+    for twin in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert twin._small_stack() is None
+        np.testing.assert_allclose(run(twin), after, rtol=2e-5, atol=2e-6)
+    setattr(layer, name, nn.Parameter(params[name] + 1.0))  # replaced: not in the buffer
+    assert layer._small_stack() is None
+    np.testing.assert_allclose(run(layer), reference(layer), rtol=2e-5, atol=2e-6)
+    assert not np.allclose(run(layer), after)

@@ -220,7 +220,7 @@ def _stack_vjp(argnums, ans, args, kwargs):
 defvjp_argnums(_stack, _stack_vjp)
 
 
-def stacked_layers(spec: StackSpec, x, h_0, c_0, flat):
+def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
     """Every layer and direction of a recurrent module (or a cell's one step), traced as
     one autograd node.
 
@@ -234,24 +234,31 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat):
             no traced indexing around it.
         flat: per layer-direction ``k = D * layer + direction`` its weights in the order
             of ``rnnkit._modes.weight_names``.
+        small: optionally, a callable giving the module's own ``_ops.SmallStack`` over
+            its flat weight buffer (no copy of ``flat`` per call), or None.
 
     Returns:
         ``output (L, N, D * H_out), h_n, c_n`` (``c_n`` None but for the LSTM).
     """
     cell_state = MODES[spec.mode].cell_state
     c_0 = c_0 if cell_state else None
-    if _tracing(x, h_0, c_0, *flat):
+    boxed = any(map(isbox, (x, h_0, c_0, *flat)))
+    if boxed and not _grad_disabled():
         res = _stack(spec, x, h_0, c_0, *flat)
         return res[0], res[1], (res[2] if cell_state else None)
     # nothing to differentiate (inside no_grad the values may still be boxes): keep no
     # per-step history
-    x, h_0, c_0, flat = getval(x), getval(h_0), getval(c_0), list(map(getval, flat))
+    if boxed:
+        x, h_0, c_0, flat = getval(x), getval(h_0), getval(c_0), list(map(getval, flat))
+        small = None  # the module's buffer holds its parameters, not these values
     if not (spec.training and spec.dropout > 0) and _ops.is_small(
             spec.mode, x, spec.num_layers, spec.num_directions, flat[0].shape[0] //
             MODES[spec.mode].gates, h_0.shape[-1]):
         # a small call: every layer and direction in one compiled call
-        stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
-                                spec.bias, spec.proj)
+        stack = small() if small is not None else None
+        if stack is None:
+            stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
+                                    spec.bias, spec.proj)
         cell = h_0.ndim == 2  # a cell's (N, H) states: its one layer-direction's
         output, h_n, c_n = stack.run(x, h_0[None] if cell else h_0,
                                      (c_0[None] if cell else c_0) if cell_state else None,

@@ -593,12 +593,14 @@ class SmallStack:
     table and the packed panels. A call of ``run`` packs them anew (the weights may have
     changed in place); a stream makes one and runs it with ``pack=False``."""
 
-    def __init__(self, mode, flat, num_layers, D, bias, proj):
+    def __init__(self, mode, flat, num_layers, D, bias, proj, buffer=None):
         self.mode = _STACK_MODES[mode]
         self.num_layers, self.D = num_layers, D
         dt = flat[0].dtype
         self.nr = nr = _gemm.panel_width(dt)
-        self.weights = np.concatenate(flat, axis=None)  # flattened, one copy
+        # flat, flattened: a module's own buffer, which its parameters are views of (no
+        # copy; in-place updates show through), or a copy
+        self.weights = np.concatenate(flat, axis=None) if buffer is None else buffer
         self.layout, size = _layout(tuple(w.shape for w in flat), num_layers * D, bias, proj,
                                     nr)
         self.H = flat[1].shape[0] // _stack.GATES[self.mode]
@@ -615,11 +617,16 @@ class SmallStack:
         output = np.empty((L, N, self.D * P), dt)
         h_n = np.empty(h_0.shape, dt)
         c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
+        # packing writes panels of its own (calls from two threads never share them),
+        # which a later call with pack=False (a stream's next chunk) reuses
+        panels = np.empty(self.panels.shape, dt) if pack else self.panels
         _stack.stack_inference(self.mode, np.ascontiguousarray(x), np.ascontiguousarray(h_0),
                                np.ascontiguousarray(c_0) if lstm else _empty(3, dt),
-                               self.weights, self.layout, self.panels, pack, self.gemm,
+                               self.weights, self.layout, panels, pack, self.gemm,
                                self.nr, self.num_layers, self.D, self.H,
                                _batch_sizes(batch_sizes, L, N), output, h_n, c_n)
+        if pack:
+            self.panels = panels
         return output, h_n, (c_n if lstm else None)
 
 

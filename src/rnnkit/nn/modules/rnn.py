@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 from autograd.tracer import getval, isbox
 
+from ... import _ops
 from ..._autodiff import StackSpec, stacked_layers
 from ..._modes import MODES, layer_suffix, rnn_mode, weight_names
 from ..._random import default_generator
@@ -57,7 +58,53 @@ def _init(shape, hidden_size, dtype) -> Parameter:
 
 class _StackModule(Module):
     """A module whose forward is one ``stacked_layers`` call (the layers and the cells);
-    each lists its parameter names in flat order in ``_flat_names``."""
+    each lists its parameter names in flat order in ``_flat_names``.
+
+    Its parameters are made as views into one flat buffer, in that order (torch's
+    "flat weights"): a small call hands the buffer to the compiled stack as it is, with
+    no copy, and in-place updates (optimizers, ``load_state_dict``) show through. A
+    parameter replaced by another array leaves the buffer behind; calls then copy.
+    """
+
+    def _adopt_flat_buffer(self) -> None:
+        """Move the parameters, just made, into one buffer (called by ``__init__``, before
+        anyone can hold a parameter)."""
+        params = [self._parameters[name] for name in self._flat_names()]
+        buffer = np.concatenate(params, axis=None)
+        offset = 0
+        for name, p in zip(self._flat_names(), params, strict=True):
+            view = np.ndarray.__new__(Parameter, p.shape, buffer.dtype, buffer=buffer,
+                                      offset=offset * buffer.itemsize)  # base: buffer
+            self._parameters[name] = view
+            offset += p.size
+        object.__setattr__(self, "_buffer", buffer)
+
+    def __getstate__(self):
+        # a copy's parameters are arrays of their own: it leaves the buffer and the
+        # compiled stack (whose micro-kernel address is this process's) behind
+        state = self.__dict__.copy()
+        state.pop("_buffer", None)
+        state.pop("_small", None)
+        return state
+
+    def _small_stack(self):
+        """The compiled stack of small calls over the flat buffer (made once), while every
+        parameter still lives in the buffer; else None."""
+        buffer = self.__dict__.get("_buffer")
+        if buffer is None:
+            return None
+        for p in self._parameters.values():
+            if p is None or p.base is not buffer:
+                return None
+        stack = self.__dict__.get("_small")
+        if stack is None:
+            cells = isinstance(self, RNNCellBase)
+            stack = _ops.SmallStack(self.mode, self._flat_weights(),
+                                    1 if cells else self.num_layers,
+                                    1 if cells else self._directions, self.bias,
+                                    False if cells else bool(self.proj_size), buffer)
+            object.__setattr__(self, "_small", stack)
+        return stack
 
     def _flat_weights(self) -> list:
         """The weights in ``stacked_layers``' order (``rnnkit._modes.weight_names`` per
@@ -129,6 +176,7 @@ class RNNBase(_StackModule):
                     setattr(self, kind + layer_suffix(layer, direction),
                             _init(shapes[kind], self.hidden_size, self.dtype))
         self._flat_weights_names = self._flat_names()
+        self._adopt_flat_buffer()
 
     # ------------------------------------------------------------ torch compatibility
 
@@ -187,6 +235,11 @@ class RNNBase(_StackModule):
 
     def _check_input(self, input):
         """Returns ``(x (L, N, H_in) time-major, batch_sizes, sorted, unsorted, unbatched)``."""
+        if (type(input) is np.ndarray and input.ndim == 3 and input.dtype == self.dtype
+                and input.shape[2] == self.input_size and input.shape[0] > 0
+                and input.shape[1] > 0):  # the common call, in a few checks
+            return (input.transpose((1, 0, 2)) if self.batch_first else input,
+                    None, None, None, False)
         if isinstance(input, PackedSequence):
             data = input.data
             float_array("input.data", data, self.dtype)
@@ -352,7 +405,8 @@ class RNNBase(_StackModule):
         # inference kernels, which keep no per-step history
         spec = StackSpec(self.mode, self.num_layers, D, self.dropout, self.training,
                          batch_sizes, self.bias, bool(self.proj_size))
-        output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._flat_weights())
+        output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._flat_weights(),
+                                          self._small_stack)
         if unsorted_indices is not None:  # back to the caller's batch order
             h_n = h_n[:, unsorted_indices]
             c_n = c_n[:, unsorted_indices] if cell_state else None
@@ -536,6 +590,7 @@ class RNNCellBase(_StackModule):
                   "bias_ih": (G,), "bias_hh": (G,)}
         for name in weight_names(self.bias, False):
             setattr(self, name, _init(shapes[name], self.hidden_size, self.dtype))
+        self._adopt_flat_buffer()
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -596,7 +651,8 @@ class RNNCellBase(_StackModule):
         x, unbatched = self._check_input(input)
         h, c = self._states(hx, getval(x).shape[1], unbatched)
         spec = StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
-        _, h, c = stacked_layers(spec, x, h, c, self._flat_weights())  # h, c: (N, H)
+        _, h, c = stacked_layers(spec, x, h, c, self._flat_weights(),  # h, c: (N, H)
+                                 self._small_stack)
         if unbatched:
             h, c = h[0], (None if c is None else c[0])
         return h if c is None else (h, c)
