@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -241,7 +242,10 @@ def _batch_gradient(grads: dict, rows: int, batch_rows: int, **sums: float):
         return grads, sums
     weight = rows / batch_rows
     scaled = {k: np.asarray(g) * np.asarray(weight, np.asarray(g).dtype) for k, g in grads.items()}
-    scalars = {f"\0{k}": np.asarray(v, np.float64) for k, v in sums.items()}
+    # in the gradients' dtype, so that a float32 model's buffer stays float32 (half the
+    # bytes); its loss sum then has float32's 7 digits, its hit count is exact to 2**24
+    dtype = np.result_type(*scaled.values()) if scaled else np.float64
+    scalars = {f"\0{k}": np.asarray(v, dtype) for k, v in sums.items()}
     total = all_reduce({**scaled, **scalars}, op="sum")
     return ({k: total[k] for k in grads},
             {k: float(total[f"\0{k}"]) for k in sums})
@@ -282,5 +286,6 @@ def _abort_on_failure(status: int, exc: BaseException | None = None) -> int:
           file=sys.stderr)
     sys.stderr.flush()
     sys.stdout.flush()
+    time.sleep(0.5)  # let mpirun forward this rank's last lines before it kills the job
     _comm.Abort(status)
     return status  # not reached
