@@ -168,8 +168,51 @@ def main() -> None:
     A0, A1, C1 = A[:half].copy(), A[half:].copy(), np.zeros((M - half, N), np.float32)
     rows.append(("micro-kernel, 2 threads, rows, no sync",
                  free_running([product(0, P, A0), product(0, P, A1, C1)], args.seconds), flop))
+    if N % 4 == 0 and K == N // 4:  # an LSTM's step: also inside rnnkit's step loops
+        rows += step_loops(M, K, args.seconds)
     for name, t, f in rows:
         print(f"{name:38s} {t * 1e6:10.1f} us  {f / t / 1e9:7.1f} GFLOP/s")
+
+
+def step_loops(N, H, seconds, L=100):
+    """The micro-kernel inside rnnkit's LSTM step loops (``_kernels/lstm.py``), one thread,
+    per step: the forward (h W_hh^T, then the gate math and the cell) and the backward
+    (the gate gradients, then dz W_hh). GFLOP/s count the step product alone, so the
+    gap to the bare micro-kernel above is what the rest of the step costs."""
+    from rnnkit import _ops
+    from rnnkit._kernels import lstm
+
+    rng = np.random.default_rng(1)
+    G, dt = 4 * H, np.float32
+    w_hh = (rng.standard_normal((G, H)) / np.sqrt(H)).astype(dt)
+    x = rng.standard_normal((L, N, H)).astype(dt)
+    w_ih = (rng.standard_normal((G, H)) / np.sqrt(H)).astype(dt)
+    zeros = np.zeros((N, H), dt)
+    split, _ops._SPLIT_FLOPS = _ops._SPLIT_FLOPS, float("inf")  # one row group: one history
+    _, _, _, saved = _ops.lstm_forward(x, zeros, zeros, w_ih, w_hh, None, None, keep=True)
+    _ops._SPLIT_FLOPS = split
+    gemm, rows, none2 = _gemm.address(dt), _ops._every_row(L, N), np.empty((0, 0), dt)
+    fw_panels, bw_panels = _gemm.pack(w_hh, True), _gemm.pack(w_hh, False)
+    xw = _ops._project(x, w_ih, None)
+    hs, cs, out = np.zeros((2, N, H), dt), np.zeros((2, N, H), dt), np.empty((L, N, H), dt)
+    hw = _ops._step_buffer(fw_panels, N)
+
+    def forward():
+        lstm.lstm_forward(xw.copy(), gemm, fw_panels, none2, rows, False, hs, cs, hw, out,
+                          none2)
+
+    d_out = rng.standard_normal((L, N, H)).astype(dt)
+    dz = np.empty((L, N, G), dt)
+
+    def backward():
+        lstm.lstm_backward(gemm, bw_panels, none2, rows, False, saved["c"], saved["gates"],
+                           d_out, zeros.copy(), zeros.copy(), dz, np.empty((0, 0, 0), dt),
+                           none2, np.empty((N, H), dt), _ops._step_buffer(bw_panels, N))
+
+    flop = 2 * N * H * G
+    copy = timed(lambda: xw.copy(), seconds)  # the forward's fresh input, not its work
+    return [("LSTM forward step loop, 1 thread", (timed(forward, seconds) - copy) / L, flop),
+            ("LSTM backward step loop, 1 thread", timed(backward, seconds) / L, flop)]
 
 
 if __name__ == "__main__":
