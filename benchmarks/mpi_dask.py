@@ -1,25 +1,26 @@
 """The figures of docs/distributed.md: `rnnkit train` on 1 process vs `mpirun -n 2`, the
 all-reduce's share of a training step, and `predict --dask local` throughput.
 
-    python benchmarks/distributed.py data DIR [--series N --length T --channels C]
+    python benchmarks/mpi_dask.py data DIR [--series N --length T --channels C]
         write DIR/Synth_TRAIN.ts and DIR/Synth_TEST.ts: random series of one length,
         4 classes (a compute-bound training set for the medium LSTM)
-    [mpirun -n 2] python benchmarks/distributed.py train TRAIN-ARGS...
+    [mpirun -n 2] python benchmarks/mpi_dask.py train TRAIN-ARGS...
         `rnnkit train TRAIN-ARGS` with the all-reduce timed; rank 0 prints one JSON line:
         the wall time, the training passes' seconds, the steps, the seconds spent in
         MPI_Allreduce, and the seconds spent waiting for the slower rank before it
         (a barrier put in front of each all-reduce, to tell waiting from sending)
-    mpirun -n 2 python benchmarks/distributed.py allreduce --floats N
+    mpirun -n 2 python benchmarks/mpi_dask.py allreduce --floats N
         rnnkit.distributed.all_reduce of a dict holding N float32 numbers (a gradient),
         repeated: the median time of one call, after a barrier (no waiting measured)
-    python benchmarks/distributed.py predict MODEL --copies K
+    python benchmarks/mpi_dask.py predict MODEL --copies K
         JapaneseVowels' test set K times (370 K series): model.predict_proba in this
         process against rnnkit.dask.predict_proba on a local cluster (started inside the
         timing, and already running), checking that the results are equal
 
 Run with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` (they halve OpenBLAS's speed on
 some machines); for MPI, one BLAS thread per rank: `-x OPENBLAS_NUM_THREADS=1
--x NUMBA_NUM_THREADS=1`.
+-x NUMBA_NUM_THREADS=1`. (Not named distributed.py: a script's own folder comes first
+on sys.path, and would hide Dask's `distributed` package.)
 """
 
 from __future__ import annotations
