@@ -260,7 +260,7 @@ def _map_rows(fn, items):
     mine = _my_rows(len(items))
     part = fn([items[i] for i in mine]) if len(mine) else None
     parts = [p for p in _comm.allgather(part) if p is not None]
-    return np.concatenate(parts)
+    return np.concatenate(parts) if parts else fn(items)  # no items: fn's empty answer
 
 
 def _gather(obj) -> list | None:
