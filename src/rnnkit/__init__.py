@@ -10,8 +10,7 @@ Example:
 
 from importlib.metadata import PackageNotFoundError, version
 
-# _openblas first, before anything loads SciPy's OpenBLAS (it sets how long idle threads spin)
-from . import _openblas, nn, numpy, optim  # noqa: F401
+from . import nn, numpy, optim
 from ._autodiff import grad, no_grad, value_and_grad
 from ._random import default_generator, manual_seed
 from .io import UnsafeFileError, load, load_module, save

@@ -30,7 +30,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _openblas
 from ._kernels import _gemm
 from ._kernels import gru as _gru
 from ._kernels import lstm as _lstm
@@ -76,18 +75,14 @@ def _step_buffer(panels, n):
 # ---------------------------------------------------------------- inference over row groups
 
 _SPLIT_FLOPS = 2e7  # step products of a call worth two cores (~200 µs at 100 GFLOP/s)
-# training splits only where OpenBLAS's idle threads sleep soon (_openblas.py): its
-# GEMMs run between the step loops, and spinning threads would hold the second core
-_TRAIN_SPLIT_FLOPS = _SPLIT_FLOPS if _openblas.SHORT_SPIN else float("inf")
 _pool = None
 _pool_lock = threading.Lock()
 
 
-def _row_groups(batch_sizes, N, flops, minimum=None):
-    """The batch rows each core runs: ``[(0, N)]``, or, for a call of at least
-    ``minimum`` step FLOPs (``_SPLIT_FLOPS``), two groups holding about half of the
-    active row-steps each (packed rows come sorted by decreasing length)."""
-    if N < 2 or flops < (_SPLIT_FLOPS if minimum is None else minimum):
+def _row_groups(batch_sizes, N, flops):
+    """The batch rows each core runs: ``[(0, N)]``, or two groups holding about half of
+    the active row-steps each (packed rows come sorted by decreasing length)."""
+    if N < 2 or flops < _SPLIT_FLOPS:
         return [(0, N)]
     steps_of_row = (batch_sizes[None, :] > np.arange(N)[:, None]).sum(axis=1)
     first = np.cumsum(steps_of_row)[:-1]  # row-steps of the first group, split after row k
@@ -197,7 +192,7 @@ def _train_forward(x, w_ih, batch_sizes, states, flops, run):
     ``w_ih_panels`` are given); it returns
     ``(output_g, finals_g, saved_g)``. Returns the same for the whole batch."""
     N = x.shape[1]
-    groups = _row_groups(batch_sizes, N, flops, _TRAIN_SPLIT_FLOPS)
+    groups = _row_groups(batch_sizes, N, flops)
     if len(groups) == 1:
         return run(x, batch_sizes, states, None)
     G = w_ih.shape[0]
