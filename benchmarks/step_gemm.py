@@ -188,9 +188,7 @@ def step_loops(N, H, seconds, L=100):
     x = rng.standard_normal((L, N, H)).astype(dt)
     w_ih = (rng.standard_normal((G, H)) / np.sqrt(H)).astype(dt)
     zeros = np.zeros((N, H), dt)
-    split, _ops._SPLIT_FLOPS = _ops._SPLIT_FLOPS, float("inf")  # one row group: one history
     _, _, _, saved = _ops.lstm_forward(x, zeros, zeros, w_ih, w_hh, None, None, keep=True)
-    _ops._SPLIT_FLOPS = split
     gemm, rows, none2 = _gemm.address(dt), _ops._every_row(L, N), np.empty((0, 0), dt)
     fw_panels, bw_panels = _gemm.pack(w_hh, True), _gemm.pack(w_hh, False)
     xw = _ops._project(x, w_ih, None)

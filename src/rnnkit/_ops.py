@@ -13,13 +13,13 @@ Kernels compile lazily on first use, once per dtype, and are cached on disk.
 
 Every per-step product, forward (``h W_hh^T``) and backward (``dz W_hh``), runs in
 ``_kernels/_gemm.py``'s micro-kernel on weights packed once per call. A call large
-enough (``_row_groups``) splits the batch over the two cores, in inference and in
-training: rows are independent through the recurrence, so each thread runs its rows
-through every step, forward and backward, and the threads never meet inside the step
-loop (a barrier per step, measured in ``benchmarks/step_gemm.py``, costs as much as
-the second core gives). Splitting rows with OpenBLAS doing the step products lost at
-every size (LSTM T50 B64 H1024 inference 269 ms unsplit vs 436 ms split): its own two
-threads already took both cores.
+enough (``_row_groups``) splits the batch over the two cores in inference (training can,
+but measured no faster: ``_TRAIN_SPLIT_FLOPS``): rows are independent through the
+recurrence, so each thread runs its rows through every step, forward and backward, and
+the threads never meet inside the step loop (a barrier per step, measured in
+``benchmarks/step_gemm.py``, costs as much as the second core gives). Splitting rows
+with OpenBLAS doing the step products lost at every size (LSTM T50 B64 H1024 inference
+269 ms unsplit vs 436 ms split): its own two threads already took both cores.
 """
 
 from __future__ import annotations
@@ -75,14 +75,21 @@ def _step_buffer(panels, n):
 # ---------------------------------------------------------------- inference over row groups
 
 _SPLIT_FLOPS = 2e7  # step products of a call worth two cores (~200 µs at 100 GFLOP/s)
+# Training: off. The split is built and tested (forced in tests/test_kernels.py), but
+# measured on this 2-core machine, one process, interleaved, it never won: a training
+# step of one LSTM layer took 0.83-0.85x the unsplit time at T50 B64 H1024, 0.97-0.99x
+# at T100 B64 H256, 0.90-0.99x at T100 B16 H128 (docs/benchmarks.md). Its GEMMs over
+# all steps, on OpenBLAS's two threads, are most of a step, and run per group.
+_TRAIN_SPLIT_FLOPS = float("inf")
 _pool = None
 _pool_lock = threading.Lock()
 
 
-def _row_groups(batch_sizes, N, flops):
-    """The batch rows each core runs: ``[(0, N)]``, or two groups holding about half of
-    the active row-steps each (packed rows come sorted by decreasing length)."""
-    if N < 2 or flops < _SPLIT_FLOPS:
+def _row_groups(batch_sizes, N, flops, minimum=None):
+    """The batch rows each core runs: ``[(0, N)]``, or, for a call of at least
+    ``minimum`` step FLOPs (``_SPLIT_FLOPS``), two groups holding about half of the
+    active row-steps each (packed rows come sorted by decreasing length)."""
+    if N < 2 or flops < (_SPLIT_FLOPS if minimum is None else minimum):
         return [(0, N)]
     steps_of_row = (batch_sizes[None, :] > np.arange(N)[:, None]).sum(axis=1)
     first = np.cumsum(steps_of_row)[:-1]  # row-steps of the first group, split after row k
@@ -192,7 +199,7 @@ def _train_forward(x, w_ih, batch_sizes, states, flops, run):
     ``w_ih_panels`` are given); it returns
     ``(output_g, finals_g, saved_g)``. Returns the same for the whole batch."""
     N = x.shape[1]
-    groups = _row_groups(batch_sizes, N, flops)
+    groups = _row_groups(batch_sizes, N, flops, _TRAIN_SPLIT_FLOPS)
     if len(groups) == 1:
         return run(x, batch_sizes, states, None)
     G = w_ih.shape[0]
