@@ -87,6 +87,19 @@ def _backward(impl, mode, args, saved, batch_sizes, reverse, d_out, dh_n, dc_n, 
                              batch_sizes, reverse)
 
 
+def _backward_equal(mode, args, ours, theirs, batch_sizes, reverse, d_out, dh_n, dc_n,
+                    nonlinearity, dtype, what):
+    """The compiled backward of ``ours`` (a forward's results) equals the reference's of
+    ``theirs``, result by result."""
+    dh_n = dh_n[:, : ours[1].shape[1]]
+    g_ours = _backward(_ops, mode, args, ours[-1], batch_sizes, reverse, d_out, dh_n, dc_n,
+                       nonlinearity)
+    g_theirs = _backward(_reference, mode, args, theirs[-1], batch_sizes, reverse, d_out, dh_n,
+                         dc_n, nonlinearity)
+    for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
+        _close(o, t, dtype, f"{what} backward result {i}")
+
+
 def check(mode, dtype, L, N, H_in, H, packed, reverse, bias=True, proj=0, nonlinearity="tanh"):
     args, batch_sizes, d_out, dh_n, dc_n = _case(mode, dtype, L, N, H_in, H, packed, bias, proj)
     inputs = {k: (None if v is None else v.copy()) for k, v in args.items()}
@@ -101,13 +114,8 @@ def check(mode, dtype, L, N, H_in, H, packed, reverse, bias=True, proj=0, nonlin
                 _close(ours[-1][k], theirs[-1][k], dtype, f"{mode} saved {k!r}")
         else:
             assert ours[-1] is None
-    dh_n = dh_n[:, : ours[1].shape[1]]
-    g_ours = _backward(_ops, mode, args, ours[-1], batch_sizes, reverse, d_out, dh_n, dc_n,
-                       nonlinearity)
-    g_theirs = _backward(_reference, mode, args, theirs[-1], batch_sizes, reverse, d_out, dh_n,
-                         dc_n, nonlinearity)
-    for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
-        _close(o, t, dtype, f"{mode} backward result {i}")
+    _backward_equal(mode, args, ours, theirs, batch_sizes, reverse, d_out, dh_n, dc_n,
+                    nonlinearity, dtype, mode)
     for k, v in inputs.items():  # nothing the caller passed is written
         if v is not None:
             np.testing.assert_array_equal(args[k], v, err_msg=f"{k} was modified")
@@ -251,13 +259,8 @@ def test_training_split_over_two_cores_equals_reference(dtype, mode, proj, nonli
     assert set(ours[-1]) == {"groups"}  # the split ran
     for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
         _close(o, t, dtype, f"{mode} split training result {i}")
-    dh_n = dh_n[:, : ours[1].shape[1]]
-    g_ours = _backward(_ops, mode, args, ours[-1], batch_sizes, reverse, d_out, dh_n, dc_n,
-                       nonlinearity)
-    g_theirs = _backward(_reference, mode, args, theirs[-1], batch_sizes, reverse, d_out, dh_n,
-                         dc_n, nonlinearity)
-    for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
-        _close(o, t, dtype, f"{mode} split backward result {i}")
+    _backward_equal(mode, args, ours, theirs, batch_sizes, reverse, d_out, dh_n, dc_n,
+                    nonlinearity, dtype, f"{mode} split")
 
 
 _GEMM_CALL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
@@ -337,13 +340,8 @@ def test_gemms_over_all_steps_skip_the_padding_of_packed_input(mode, proj, nonli
         theirs = _run(_reference, mode, args, rows, reverse, True, nonlinearity)
         for i, (o, t) in enumerate(zip(ours[:-1], theirs[:-1], strict=True)):
             _close(o, t, np.float64, f"{mode} padding {padding} result {i}")
-        dh_n = dh_n[:, : ours[1].shape[1]]
-        g_ours = _backward(_ops, mode, args, ours[-1], rows, reverse, d_out, dh_n, dc_n,
-                           nonlinearity)
-        g_theirs = _backward(_reference, mode, args, theirs[-1], rows, reverse, d_out, dh_n,
-                             dc_n, nonlinearity)
-        for i, (o, t) in enumerate(zip(g_ours, g_theirs, strict=True)):
-            _close(o, t, np.float64, f"{mode} padding {padding} backward result {i}")
+        _backward_equal(mode, args, ours, theirs, rows, reverse, d_out, dh_n, dc_n,
+                        nonlinearity, np.float64, f"{mode} padding {padding}")
 
 
 def test_row_groups_halve_the_work_of_packed_rows():
