@@ -69,6 +69,25 @@ def _layer_norm(v):
     return centred * rstd, rstd[:, 0]
 
 
+def _to_previous_h(s, n, d_in, d_rec, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
+                   dh, dh_skip):
+    """Step ``s``'s gradients into its two projections and on to ``h_{t-1}``: with layer
+    norm (``a = LN(u) γ_ih + b_ih + LN(v) γ_hh + b_hh``) through each LN, from the
+    gradients ``d_in`` of the input side and ``d_rec`` of the recurrent side; without,
+    ``du``/``dv`` are those gradients already. Then ``dh = δv W_hh`` (masked: ``v = W_hh
+    (q ⊙ h_{t-1})``), plus zoneout's straight path ``dh_skip`` when given."""
+    if w_ln_ih is not None:
+        du[s, :n] = _layer_norm_backward(d_in[s, :n] * w_ln_ih, saved["ln_ih"][s, :n],
+                                         saved["rstd_ih"][s, :n])
+        dv[s, :n] = _layer_norm_backward(d_rec[s, :n] * w_ln_hh, saved["ln_hh"][s, :n],
+                                         saved["rstd_hh"][s, :n])
+    dh[:n] = dv[s, :n] @ w_hh
+    if recurrent_mask is not None:
+        dh[:n] *= recurrent_mask[:n]
+    if dh_skip is not None:
+        dh[:n] += dh_skip
+
+
 def _layer_norm_backward(dv_hat, v_hat, rstd):
     """δv from δv̂ through ``v̂ = (v - μ) r``: μ and the variance both depend on every entry.
 
@@ -236,16 +255,8 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
         dz[s, :n, 2 * H : 3 * H] = dg * (1 - g * g)
         if w_ph is not None:  # i = σ(a_i + p_i ⊙ c_{t-1}), f = σ(a_f + p_f ⊙ c_{t-1})
             dc[:n] += dz[s, :n, :H] * w_ph[:H] + dz[s, :n, H : 2 * H] * w_ph[H : 2 * H]
-        if ln:  # a = LN(u) γ_ih + LN(v) γ_hh + b
-            du[s, :n] = _layer_norm_backward(dz[s, :n] * w_ln_ih, saved["ln_ih"][s, :n],
-                                             saved["rstd_ih"][s, :n])
-            dv[s, :n] = _layer_norm_backward(dz[s, :n] * w_ln_hh, saved["ln_hh"][s, :n],
-                                             saved["rstd_hh"][s, :n])
-        dh[:n] = dv[s, :n] @ w_hh
-        if recurrent_mask is not None:
-            dh[:n] *= recurrent_mask[:n]  # v = W_hh (q ⊙ h_{t-1})
-        if d is not None:
-            dh[:n] += dh_skip
+        _to_previous_h(s, n, dz, dz, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
+                       dh, dh_skip if d is not None else None)
     h_rec = _masked_history(hs[:L], recurrent_mask)  # the h̄ each step's W_hh read
     dw_hh = dv.reshape(-1, G).T @ h_rec.reshape(-1, P)  # one GEMM over all steps
     dw_hr = None
@@ -370,17 +381,9 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
         da_r = da_n * w_hn_h[s, :n] * r * (1 - r)  # n = tanh(a_n + r ⊙ b_n)
         dxw[s, :n, :H], dxw[s, :n, H : 2 * H], dxw[s, :n, 2 * H :] = da_r, da_z, da_n
         dhw[s, :n, :H], dhw[s, :n, H : 2 * H], dhw[s, :n, 2 * H :] = da_r, da_z, da_n * r
-        if ln:
-            du[s, :n] = _layer_norm_backward(dxw[s, :n] * w_ln_ih, saved["ln_ih"][s, :n],
-                                             saved["rstd_ih"][s, :n])
-            dv[s, :n] = _layer_norm_backward(dhw[s, :n] * w_ln_hh, saved["ln_hh"][s, :n],
-                                             saved["rstd_hh"][s, :n])
-        dh_rec = dv[s, :n] @ w_hh
-        if recurrent_mask is not None:
-            dh_rec *= recurrent_mask[:n]  # v = W_hh (q ⊙ h_{t-1})
-        dh[:n] = dh_s * z + dh_rec
-        if d is not None:
-            dh[:n] += dh_skip
+        _to_previous_h(s, n, dxw, dhw, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
+                       dh, dh_skip if d is not None else None)
+        dh[:n] += dh_s * z  # h̃ = ... + z ⊙ h_{t-1}: unmasked, straight
     h_rec = _masked_history(hs[:L], recurrent_mask)
     dw_hh = dv.reshape(-1, 3 * H).T @ h_rec.reshape(-1, H)  # one GEMM over all steps
     db_hh = dhw.sum(axis=(0, 1))
@@ -478,16 +481,8 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
             da[s, :n] = dh_s * (1 - h_new * h_new)  # tanh' = 1 - tanh²
         else:
             da[s, :n] = dh_s * (h_new > 0)  # relu' = 1 where the output is positive
-        if ln:
-            du[s, :n] = _layer_norm_backward(da[s, :n] * w_ln_ih, saved["ln_ih"][s, :n],
-                                             saved["rstd_ih"][s, :n])
-            dv[s, :n] = _layer_norm_backward(da[s, :n] * w_ln_hh, saved["ln_hh"][s, :n],
-                                             saved["rstd_hh"][s, :n])
-        dh[:n] = dv[s, :n] @ w_hh
-        if recurrent_mask is not None:
-            dh[:n] *= recurrent_mask[:n]  # v = W_hh (q ⊙ h_{t-1})
-        if d is not None:
-            dh[:n] += dh_skip
+        _to_previous_h(s, n, da, da, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
+                       dh, dh_skip if d is not None else None)
     h_rec = _masked_history(hs[:L], recurrent_mask)
     dw_hh = dv.reshape(-1, H).T @ h_rec.reshape(-1, H)
     dx, dw_ih, db = _input_grads(du, x, w_ih, reverse)
