@@ -69,6 +69,14 @@ def _layer_norm(v):
     return centred * rstd, rstd[:, 0]
 
 
+def _through_zoneout(dh_s, d):
+    """``h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t``, backward: ``(δh̃_t, the straight part to
+    h_{t-1})`` from ``δh_t``; without zoneout (``d`` None) ``(δh_t, None)``."""
+    if d is None:
+        return dh_s, None
+    return (1 - d) * dh_s, d * dh_s
+
+
 def _to_previous_h(s, n, d_in, d_rec, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
                    dh, dh_skip):
     """Step ``s``'s gradients into its two projections and on to ``h_{t-1}``: with layer
@@ -226,9 +234,7 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
         n = _active(batch_sizes, t, N)
         dh_s = dh[:n] + d_output[t, :n]  # from the next step and from the output
         d = _zoneout_gate(zoneout_mask, zoneout_eval, s, n)
-        if d is not None:  # h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t
-            dh_skip = d * dh_s  # straight to h_{t-1}
-            dh_s = (1 - d) * dh_s  # δh̃_t
+        dh_s, dh_skip = _through_zoneout(dh_s, d)
         i, f = gates[s, :n, :H], gates[s, :n, H : 2 * H]
         g, o = gates[s, :n, 2 * H : 3 * H], gates[s, :n, 3 * H :]
         if ln:
@@ -256,7 +262,7 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
         if w_ph is not None:  # i = σ(a_i + p_i ⊙ c_{t-1}), f = σ(a_f + p_f ⊙ c_{t-1})
             dc[:n] += dz[s, :n, :H] * w_ph[:H] + dz[s, :n, H : 2 * H] * w_ph[H : 2 * H]
         _to_previous_h(s, n, dz, dz, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
-                       dh, dh_skip if d is not None else None)
+                       dh, dh_skip)
     h_rec = _masked_history(hs[:L], recurrent_mask)  # the h̄ each step's W_hh read
     dw_hh = dv.reshape(-1, G).T @ h_rec.reshape(-1, P)  # one GEMM over all steps
     dw_hr = None
@@ -371,9 +377,7 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
         n = _active(batch_sizes, t, N)
         dh_s = dh[:n] + d_output[t, :n]
         d = _zoneout_gate(zoneout_mask, zoneout_eval, s, n)
-        if d is not None:  # h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t
-            dh_skip = d * dh_s
-            dh_s = (1 - d) * dh_s  # δh̃_t
+        dh_s, dh_skip = _through_zoneout(dh_s, d)
         r, z, n_gate = gates[s, :n, :H], gates[s, :n, H : 2 * H], gates[s, :n, 2 * H :]
         h_prev = hs[s, :n]
         da_n = dh_s * (1 - z) * (1 - n_gate * n_gate)  # h̃ = (1-z) n + z h; tanh' = 1 - n²
@@ -382,7 +386,7 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
         dxw[s, :n, :H], dxw[s, :n, H : 2 * H], dxw[s, :n, 2 * H :] = da_r, da_z, da_n
         dhw[s, :n, :H], dhw[s, :n, H : 2 * H], dhw[s, :n, 2 * H :] = da_r, da_z, da_n * r
         _to_previous_h(s, n, dxw, dhw, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
-                       dh, dh_skip if d is not None else None)
+                       dh, dh_skip)
         dh[:n] += dh_s * z  # h̃ = ... + z ⊙ h_{t-1}: unmasked, straight
     h_rec = _masked_history(hs[:L], recurrent_mask)
     dw_hh = dv.reshape(-1, 3 * H).T @ h_rec.reshape(-1, H)  # one GEMM over all steps
@@ -471,18 +475,14 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
         n = _active(batch_sizes, t, N)
         dh_s = dh[:n] + d_output[t, :n]
         d = _zoneout_gate(zoneout_mask, zoneout_eval, s, n)
-        if d is not None:  # h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t
-            dh_skip = d * dh_s
-            dh_s = (1 - d) * dh_s  # δh̃_t
-            h_new = saved["h_tilde"][s, :n]
-        else:
-            h_new = hs[s + 1, :n]
+        dh_s, dh_skip = _through_zoneout(dh_s, d)
+        h_new = hs[s + 1, :n] if d is None else saved["h_tilde"][s, :n]
         if nonlinearity == "tanh":
             da[s, :n] = dh_s * (1 - h_new * h_new)  # tanh' = 1 - tanh²
         else:
             da[s, :n] = dh_s * (h_new > 0)  # relu' = 1 where the output is positive
         _to_previous_h(s, n, da, da, saved, w_ln_ih, w_ln_hh, du, dv, w_hh, recurrent_mask,
-                       dh, dh_skip if d is not None else None)
+                       dh, dh_skip)
     h_rec = _masked_history(hs[:L], recurrent_mask)
     dw_hh = dv.reshape(-1, H).T @ h_rec.reshape(-1, H)
     dx, dw_ih, db = _input_grads(du, x, w_ih, reverse)
