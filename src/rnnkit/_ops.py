@@ -151,7 +151,6 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
     steps = max(t1 - t0 for t0, t1 in chunks)
     own = G % _gemm.panel_width(dt) == 0
     w_ih_panels = _gemm.pack(w_ih, transpose=True) if own else None
-    bias = _empty(1, dt) if b is None else np.ascontiguousarray(b)
     bound = []
     for r0, r1 in groups:
         slots = [_two_slots(state[r0:r1]) for state in states]
@@ -161,11 +160,7 @@ def _inference(x, w_ih, b, w_hh, batch_sizes, reverse, states, width, group):
 
     def job(r0, r1, run, out, t0, t1, xw):  # a group's projection, then its steps
         if xw is None:
-            part = x[t0:t1, r0:r1]
-            part = np.ascontiguousarray(part[::-1] if reverse else part)
-            xw = np.empty((t1 - t0, r1 - r0, G), dt)
-            _gemm.project(gemm, part.reshape(-1, part.shape[2]), w_ih_panels, bias,
-                          xw.reshape(-1, G))
+            xw = _group_projection(x[t0:t1, r0:r1], w_ih, b, reverse, w_ih_panels, None)
         run(xw, _group_batch_sizes(batch_sizes[t0:t1], r0, r1), out[:t1 - t0])
         output[t0:t1, r0:r1] = out[:t1 - t0]
 
@@ -611,7 +606,8 @@ class SmallStack:
         self.layout, size = _layout(tuple(w.shape for w in flat), num_layers * D, bias, proj,
                                     nr)
         self.H = flat[1].shape[0] // _stack.GATES[self.mode]
-        self.panels = np.empty(size, dt)
+        self.panel_size = size
+        self.panels = None  # packed by the first run
         self.gemm = _gemm.address(dt)
 
     def run(self, x, h_0, c_0, batch_sizes, pack=True):
@@ -626,7 +622,8 @@ class SmallStack:
         c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
         # packing writes panels of its own (calls from two threads never share them),
         # which a later call with pack=False (a stream's next chunk) reuses
-        panels = np.empty(self.panels.shape, dt) if pack else self.panels
+        pack = pack or self.panels is None
+        panels = np.empty(self.panel_size, dt) if pack else self.panels
         _stack.stack_inference(self.mode, np.ascontiguousarray(x), np.ascontiguousarray(h_0),
                                np.ascontiguousarray(c_0) if lstm else _empty(3, dt),
                                self.weights, self.layout, panels, pack, self.gemm,
@@ -639,10 +636,10 @@ class SmallStack:
 
 @functools.lru_cache(maxsize=64)
 def _layout(shapes, K, bias, proj, nr):
-    """``(layout (K, 8) int64, panel buffer size)`` for the flat weights of these shapes
+    """``(layout (K, 7) int64, panel buffer size)`` for the flat weights of these shapes
     (the order of ``_modes.weight_names``)."""
     per = 2 + 2 * bias + proj
-    layout = np.full((K, 8), -1, dtype=np.int64)
+    layout = np.full((K, 7), -1, dtype=np.int64)
     offset = panel = 0
     for k in range(K):
         names = [_stack.W_IH, _stack.W_HH] + ([_stack.B_IH, _stack.B_HH] if bias else []) \
@@ -654,7 +651,6 @@ def _layout(shapes, K, bias, proj, nr):
         P = shapes[k * per + 1][1]
         layout[k, _stack.PANELS] = panel
         layout[k, _stack.IN] = I_k
-        layout[k, 7] = 0
         panel += -(-G // nr) * (I_k + P) * nr
     layout.flags.writeable = False
     return layout, panel

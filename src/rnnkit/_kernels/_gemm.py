@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["pack", "panel_width", "address", "step_product", "project"]
+__all__ = ["pack", "pack_rows_into", "panel_width", "address", "step_product", "project"]
 
 _I64 = ir.IntType(64)
 _ENGINES = []  # the compiled micro-kernels' engines live as long as the process
@@ -100,14 +100,23 @@ def pack(w: np.ndarray, transpose: bool, isa: str | None = None) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _pack_rows(w, nr):
-    """Panels of ``w.T`` for ``w (N, K)``: row n of w is column n of B."""
+    """Panels of ``w.T`` for ``w (N, K)``, newly allocated (``pack_rows_into``)."""
+    panels = np.empty(((w.shape[0] + nr - 1) // nr, w.shape[1], nr), w.dtype)
+    pack_rows_into(w, panels)
+    return panels
+
+
+@njit(cache=True, nogil=True)
+def pack_rows_into(w, panels):
+    """Panels of ``w.T`` for ``w (N, K)`` into ``panels (ceil(N / NR), K, NR)``: row n
+    of w is column n of B; the columns past N zero."""
     N, K = w.shape
-    panels = np.zeros(((N + nr - 1) // nr, K, nr), w.dtype)
+    nr = panels.shape[2]
+    panels[:] = 0.0
     for n in range(N):
         p, j = n // nr, n % nr
         for k in range(K):
             panels[p, k, j] = w[n, k]
-    return panels
 
 
 def _build(dtype, mr: int, nv: int, vw: int, fused: bool) -> ir.Module:

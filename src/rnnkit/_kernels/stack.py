@@ -12,9 +12,9 @@ NR the micro-kernel's panel width)::
     x            (L, N, I)       the input, time-major
     h_0, c_0     (K, N, P|H)     initial states; c_0 (0, 0, 0) but for the LSTM
     weights      (W,)            every weight, flat, in the order of ``layout``
-    layout       (K, 8)          per layer-direction: offsets into weights of W_ih
+    layout       (K, 7)          per layer-direction: offsets into weights of W_ih
                                  (G, I_k), W_hh (G, P), b_ih, b_hh (G,), W_hr (P, H)
-                                 (-1 where absent), the offset into panels, I_k, and 0
+                                 (-1 where absent), the offset into panels, and I_k
     panels       (Q,)            per layer-direction: W_ih^T then W_hh^T packed for the
                                  micro-kernel (ceil(G / NR) panels each)
     batch_sizes  (L,) int64      rows active at time t (packed input: sorted rows)
@@ -28,7 +28,7 @@ and passes ``pack=False`` on every later chunk.
 import numpy as np
 from numba import njit
 
-from ._gemm import step_product
+from ._gemm import pack_rows_into, step_product
 from ._math import _OPTS
 from .gru import gru_forward
 from .lstm import lstm_forward
@@ -37,17 +37,6 @@ from .rnn import rnn_forward
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3  # the `mode` argument
 GATES = (4, 3, 1, 1)
 W_IH, W_HH, B_IH, B_HH, W_HR, PANELS, IN = range(7)  # columns of `layout`
-
-
-@njit(**_OPTS)
-def _fill_panels(w, panels, nr):
-    """Panels of ``w.T`` for ``w (G, K)`` into ``panels (ceil(G / NR), K, NR)``."""
-    G, K = w.shape
-    panels[:] = 0.0
-    for n in range(G):
-        p, j = n // nr, n % nr
-        for k in range(K):
-            panels[p, k, j] = w[n, k]
 
 
 @njit(**_OPTS)
@@ -75,8 +64,8 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, 
             q = o[PANELS] + Gp * I_k * nr
             hh_panels = panels[q:q + Gp * P * nr].reshape((Gp, P, nr))
             if pack:
-                _fill_panels(w_ih, ih_panels, nr)
-                _fill_panels(w_hh, hh_panels, nr)
+                pack_rows_into(w_ih, ih_panels)
+                pack_rows_into(w_hh, hh_panels)
             # the input projection, in processing order: xw[s] = x_t W_ih^T + bias, where
             # the bias is b_ih + b_hh (LSTM, RNN: one sum, as the layer path) or b_ih (GRU)
             bias = np.zeros(G, dt)
