@@ -612,7 +612,8 @@ class SmallStack:
 
     def run(self, x, h_0, c_0, batch_sizes, pack=True):
         """``(output, h_n, c_n)`` of the stack on ``x (L, N, I)`` from ``h_0``, ``c_0``
-        ``(K, N, *)``; ``c_n`` None but for the LSTM."""
+        ``(K, N, *)``; ``c_n`` None but for the LSTM. ``pack=False`` reuses the panels of
+        an earlier run (the first run packs either way)."""
         L, N, _ = x.shape
         dt = x.dtype
         P = h_0.shape[2]
