@@ -29,8 +29,8 @@ from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import getval, isbox
 
 from . import _ops
-from ._modes import MODES, layer_weights
-from ._random import dropout_mask
+from ._modes import MODES, NO_OPTIONS, CellOptions, layer_weights, option_names
+from ._random import dropout_mask, zoneout_mask
 
 # ---------------------------------------------------------------- no_grad
 
@@ -132,6 +132,26 @@ class StackSpec(NamedTuple):
     batch_sizes: np.ndarray | None  # rows active at each step (packed input), or None
     bias: bool
     proj: bool               # the LSTM's weight_hr
+    options: CellOptions = NO_OPTIONS  # layer norm, recurrent dropout, zoneout, peepholes
+
+    def weights(self, flat, k):
+        """Layer-direction ``k``'s weights (``rnnkit._modes.LayerWeights``)."""
+        names = option_names(MODES[self.mode].cell_state, self.options)
+        return layer_weights(flat, k, self.bias, self.proj, names)
+
+    def masks(self, L, N, H_out, dtype):
+        """A layer-direction's draws of the options, as ``_ops_options`` takes them: in
+        training the recurrent-dropout keep-mask ``(N, H_out)`` (scaled), then zoneout's
+        ``d`` ``(L, N, H_out)`` (processing order); in eval, zoneout's probability."""
+        o, masks = self.options, {}
+        if self.training and o.recurrent_dropout > 0:
+            masks["recurrent_mask"] = dropout_mask((N, H_out), dtype, o.recurrent_dropout)
+        if o.zoneout > 0:
+            if self.training:
+                masks["zoneout_mask"] = zoneout_mask((L, N, H_out), dtype, o.zoneout)
+            else:
+                masks["zoneout_eval"] = o.zoneout
+        return masks
 
 
 @primitive
@@ -150,25 +170,29 @@ def _at(states, k):
 
 def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
     """The stack's forward on plain arrays: ``(output, h_n, c_n, saved)``, ``c_n`` None but
-    for the LSTM; ``saved``, with ``keep``, the histories the VJP needs."""
+    for the LSTM; ``saved``, with ``keep``, the histories the VJP needs.
+
+    Random draws, in this order: per layer, per direction the options' masks
+    (``StackSpec.masks``), then the dropout after the layer."""
     mode = MODES[spec.mode]
     D = spec.num_directions
     h_n = np.empty_like(h_0)
     c_n = np.empty_like(c_0) if mode.cell_state else None
+    L, N = x.shape[:2]
     layer_input, saved = x, []
     for layer in range(spec.num_layers):
         outs, kept = [], []
         for direction in range(D):
             k = D * layer + direction
             at = _at(h_0, k)
+            masks = spec.masks(L, N, h_0.shape[-1], x.dtype) if spec.options.any else {}
             out, h_n[at], c_k, s = mode.forward(
                 layer_input, h_0[at], c_0[at] if mode.cell_state else None,
-                layer_weights(flat, k, spec.bias, spec.proj), spec.batch_sizes,
-                direction == 1, keep)
+                spec.weights(flat, k), spec.batch_sizes, direction == 1, keep, masks)
             if mode.cell_state:
                 c_n[at] = c_k
             outs.append(out)
-            kept.append(s)
+            kept.append((s, masks))
         output = outs[0] if D == 1 else np.concatenate(outs, axis=2)  # forward first
         mask = None
         if layer < spec.num_layers - 1 and spec.training and spec.dropout > 0:  # between layers
@@ -202,10 +226,11 @@ def _stack_vjp(argnums, ans, args, kwargs):
                 k = D * layer + direction
                 at = _at(h_0, k)
                 d_dir = d if D == 1 else d[:, :, direction * H_out:(direction + 1) * H_out]
+                saved_k, masks = kept[direction]
                 dx, dh_0[at], dc_k, grads = mode.backward(
-                    layer_input, layer_weights(flat, k, spec.bias, spec.proj), kept[direction],
-                    d_dir, dh_n[at], dc_n[at] if mode.cell_state else None, spec.batch_sizes,
-                    direction == 1)
+                    layer_input, spec.weights(flat, k), saved_k, d_dir, dh_n[at],
+                    dc_n[at] if mode.cell_state else None, spec.batch_sizes, direction == 1,
+                    masks)
                 if mode.cell_state:
                     dc_0[at] = dc_k
                 d_flat[k * len(grads):(k + 1) * len(grads)] = grads
@@ -233,7 +258,8 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
             ``(N, H)`` states as they are, and gets ``h_n``, ``c_n`` of that shape back:
             no traced indexing around it.
         flat: per layer-direction ``k = D * layer + direction`` its weights in the order
-            of ``rnnkit._modes.weight_names``.
+            of ``rnnkit._modes.weight_names``, then its option parameters
+            (``rnnkit._modes.option_names``).
         small: optionally, a callable giving the module's own ``_ops.SmallStack`` over
             its flat weight buffer (no copy of ``flat`` per call), or None.
 
@@ -251,7 +277,7 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
     if boxed:
         x, h_0, c_0, flat = getval(x), getval(h_0), getval(c_0), list(map(getval, flat))
         small = None  # the module's buffer holds its parameters, not these values
-    if not (spec.training and spec.dropout > 0) and _ops.is_small(
+    if not (spec.training and spec.dropout > 0) and not spec.options.any and _ops.is_small(
             spec.mode, x, spec.num_layers, spec.num_directions, flat[0].shape[0] //
             MODES[spec.mode].gates, h_0.shape[-1]):
         # a small call: every layer and direction in one compiled call

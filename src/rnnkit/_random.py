@@ -38,3 +38,9 @@ def dropout_mask(shape: tuple, dtype, p: float) -> np.ndarray:
         return np.zeros(shape, dtype)
     keep = _generator.random(shape) >= p  # Bernoulli(1 - p) per element
     return keep.astype(dtype) / dtype.type(1.0 - p)
+
+
+def zoneout_mask(shape: tuple, dtype, p: float) -> np.ndarray:
+    """Zoneout's ``d``: 1 (keep the previous state) with probability ``p``, else 0; one
+    Bernoulli draw per element from rnnkit's generator."""
+    return (_generator.random(shape) < p).astype(dtype)

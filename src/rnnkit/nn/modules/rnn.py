@@ -19,7 +19,7 @@ from autograd.tracer import getval, isbox
 
 from ... import _ops
 from ..._autodiff import StackSpec, stacked_layers
-from ..._modes import MODES, layer_suffix, rnn_mode, weight_names
+from ..._modes import MODES, CellOptions, layer_suffix, option_names, rnn_mode, weight_names
 from ..._random import default_generator
 from ..._validate import expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
@@ -48,6 +48,49 @@ def _layer_input_size(value) -> int:
     if size <= 0:
         raise ValueError(f"input_size must be greater than zero, got {size}")
     return size
+
+
+def _flag(name: str, value) -> bool:
+    """A cell option's on/off flag: True or False, nothing else."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def _probability(name: str, value) -> float:
+    """A cell option's probability, in [0, 1): at 1 nothing would pass (dropout) or nothing
+    would change (zoneout)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a probability in [0, 1), got {value!r} "
+                        f"({type(value).__name__})")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _cell_options(mode, layer_norm, recurrent_dropout, zoneout, peepholes) -> CellOptions:
+    """The options of API.md "Cell options (beyond torch)", checked; each error names its
+    option."""
+    options = CellOptions(_flag("layer_norm", layer_norm),
+                          _probability("recurrent_dropout", recurrent_dropout),
+                          _probability("zoneout", zoneout), _flag("peepholes", peepholes))
+    if options.peepholes and mode != "LSTM":
+        raise ValueError(f"peepholes=True is only supported for LSTM, not {mode[:3]}: "
+                         "peepholes read the LSTM's cell state, which the "
+                         f"{mode[:3]} has none of")
+    return options
+
+
+def _option_parameter(name, G, hidden_size, dtype) -> Parameter:
+    """API.md's init of an option parameter: layer norm's gains γ at 1 and β_c at 0,
+    peepholes U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) as the weights."""
+    if name in ("weight_ln_ih", "weight_ln_hh"):
+        return Parameter(np.ones(G, dtype))
+    if name == "weight_ln_c":
+        return Parameter(np.ones(hidden_size, dtype))
+    if name == "bias_ln_c":
+        return Parameter(np.zeros(hidden_size, dtype))
+    return _init((3 * hidden_size,), hidden_size, dtype)  # weight_ph: p_i | p_f | p_o
 
 
 def _init(shape, hidden_size, dtype) -> Parameter:
@@ -124,9 +167,13 @@ class RNNBase(_StackModule):
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
-                 dtype=None):
+                 dtype=None, *, layer_norm=False, recurrent_dropout=0.0, zoneout=0.0,
+                 peepholes=False):
         super().__init__()
         self.mode = mode
+        options = _cell_options(mode, layer_norm, recurrent_dropout, zoneout, peepholes)
+        self.layer_norm, self.recurrent_dropout = options.layer_norm, options.recurrent_dropout
+        self.zoneout, self.peepholes = options.zoneout, options.peepholes
         self.input_size = _layer_input_size(input_size)
         self.hidden_size = int_arg("hidden_size", hidden_size, minimum=1)
         self.num_layers = int_arg("num_layers", num_layers, minimum=1)
@@ -175,6 +222,13 @@ class RNNBase(_StackModule):
                 for kind in weight_names(self.bias, bool(self.proj_size)):
                     setattr(self, kind + layer_suffix(layer, direction),
                             _init(shapes[kind], self.hidden_size, self.dtype))
+        # the options' parameters after all of torch's (whose draws, and state_dict
+        # order, they leave as a plain layer's)
+        for layer in range(self.num_layers):
+            for direction in range(D):
+                for kind in option_names(MODES[mode].cell_state, options):
+                    setattr(self, kind + layer_suffix(layer, direction),
+                            _option_parameter(kind, G, self.hidden_size, self.dtype))
         self._flat_weights_names = self._flat_names()
         self._adopt_flat_buffer()
 
@@ -194,6 +248,20 @@ class RNNBase(_StackModule):
     def _directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    @property
+    def _options(self) -> CellOptions:
+        return CellOptions(self.layer_norm, self.recurrent_dropout, self.zoneout,
+                           self.peepholes)
+
+    def _options_repr(self) -> str:
+        """The options that are set, as a call would spell them: ``, zoneout=0.25``."""
+        s = ", layer_norm=True" if self.layer_norm else ""
+        if self.recurrent_dropout:
+            s += f", recurrent_dropout={self.recurrent_dropout}"
+        if self.zoneout:
+            s += f", zoneout={self.zoneout}"
+        return s + (", peepholes=True" if self.peepholes else "")
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.proj_size:
@@ -212,10 +280,11 @@ class RNNBase(_StackModule):
             s += ", bidirectional=True"
         if self.dtype != np.float32:
             s += ", dtype=float64"
-        return s
+        return s + self._options_repr()
 
     def config(self) -> dict:
-        """The constructor arguments that rebuild this layer (used by ``rnnkit.save``)."""
+        """The constructor arguments that rebuild this layer (used by ``rnnkit.save``); the
+        cell options only when set, so a plain layer's config is what it always was."""
         cfg = {"input_size": self.input_size, "hidden_size": self.hidden_size,
                "num_layers": self.num_layers, "bias": self.bias,
                "batch_first": self.batch_first, "dropout": self.dropout,
@@ -224,14 +293,20 @@ class RNNBase(_StackModule):
             cfg["proj_size"] = self.proj_size
         if MODES[self.mode].nonlinearity:
             cfg["nonlinearity"] = self.nonlinearity
+        options = self._options
+        for name, default in zip(options._fields, CellOptions(), strict=True):
+            if getattr(options, name) != default:
+                cfg[name] = getattr(options, name)
         return cfg
 
     # ------------------------------------------------------------ forward
 
     def _flat_names(self) -> list[str]:
+        kinds = weight_names(self.bias, bool(self.proj_size)) + option_names(
+            MODES[self.mode].cell_state, self._options)
         return [kind + layer_suffix(layer, direction)
                 for layer in range(self.num_layers) for direction in range(self._directions)
-                for kind in weight_names(self.bias, bool(self.proj_size))]
+                for kind in kinds]
 
     def _check_input(self, input):
         """Returns ``(x (L, N, H_in) time-major, batch_sizes, sorted, unsorted, unbatched)``."""
@@ -404,7 +479,7 @@ class RNNBase(_StackModule):
         # one traced node for the whole stack, or (nothing to differentiate) the
         # inference kernels, which keep no per-step history
         spec = StackSpec(self.mode, self.num_layers, D, self.dropout, self.training,
-                         batch_sizes, self.bias, bool(self.proj_size))
+                         batch_sizes, self.bias, bool(self.proj_size), self._options)
         output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._flat_weights(),
                                           self._small_stack)
         if unsorted_indices is not None:  # back to the caller's batch order
@@ -482,6 +557,17 @@ class LSTM(RNNBase):
         proj_size: if > 0, project h_t to this size (H_out = proj_size). Default: 0
         dtype: np.float32 (default) or np.float64.
 
+    Cell options beyond torch (keyword only; API.md "Cell options", docs/equations.md):
+        layer_norm: normalize both projections over the gate vector, and c_t before its
+            tanh (parameters ``weight_ln_ih/hh_l{k}``, ``weight_ln_c_l{k}``,
+            ``bias_ln_c_l{k}``). Default: False
+        recurrent_dropout: in training, drop h_{t-1} where W_hh reads it, one mask per
+            call and layer-direction. Default: 0
+        zoneout: in training, keep each unit of h_{t-1} with this probability; in eval,
+            ``h_t = p h_{t-1} + (1 - p) h̃_t``. Default: 0
+        peepholes: ``c`` feeds i, f (c_{t-1}) and o (c_t) through ``weight_ph_l{k}``
+            ``(3*H_cell,)``, ONNX's P. Default: False
+
     Shape:
         input: (L, N, H_in); (N, L, H_in) if ``batch_first``; (L, H_in) unbatched; or a
         PackedSequence. h_0, h_n: (D * num_layers, N, H_out). c_0, c_n:
@@ -498,9 +584,12 @@ class LSTM(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, dtype=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=None, *,
+                 layer_norm=False, recurrent_dropout=0.0, zoneout=0.0, peepholes=False):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, dtype)
+                         dropout, bidirectional, proj_size, dtype, layer_norm=layer_norm,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         peepholes=peepholes)
 
 
 class GRU(RNNBase):
@@ -518,6 +607,7 @@ class GRU(RNNBase):
         hidden_size: H_out, features in the hidden state.
         num_layers: GRUs stacked, each reading the one below. Default: 1
         bias, batch_first, dropout, bidirectional, dtype: as :class:`LSTM`.
+        layer_norm, recurrent_dropout, zoneout: as :class:`LSTM` (no peepholes).
 
     Shape:
         input: (L, N, H_in); (N, L, H_in) if ``batch_first``; (L, H_in) unbatched.
@@ -533,10 +623,13 @@ class GRU(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=None, **kwargs):
+                 dropout=0.0, bidirectional=False, dtype=None, *, layer_norm=False,
+                 recurrent_dropout=0.0, zoneout=0.0, peepholes=False, **kwargs):
         _no_extra_kwargs("GRU", kwargs)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype)
+                         dropout, bidirectional, 0, dtype, layer_norm=layer_norm,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         peepholes=peepholes)
 
 
 class RNN(RNNBase):
@@ -548,6 +641,7 @@ class RNN(RNNBase):
         input_size: H_in. hidden_size: H_out. num_layers: RNNs stacked. Default: 1
         nonlinearity: ``'tanh'`` or ``'relu'``. Default: ``'tanh'``
         bias, batch_first, dropout, bidirectional, dtype: as :class:`LSTM`.
+        layer_norm, recurrent_dropout, zoneout: as :class:`LSTM` (no peepholes).
 
     Shape:
         input: (L, N, H_in); (N, L, H_in) if ``batch_first``; (L, H_in) unbatched.
@@ -563,11 +657,15 @@ class RNN(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype=None, **kwargs):
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=None, *,
+                 layer_norm=False, recurrent_dropout=0.0, zoneout=0.0, peepholes=False,
+                 **kwargs):
         _no_extra_kwargs("RNN", kwargs)
         mode = rnn_mode(nonlinearity)
         super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype)
+                         dropout, bidirectional, 0, dtype, layer_norm=layer_norm,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         peepholes=peepholes)
         self.nonlinearity = MODES[mode].nonlinearity
 
 

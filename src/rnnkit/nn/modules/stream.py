@@ -8,10 +8,12 @@ that the outputs of consecutive chunks equal one call on the concatenated input:
     y_1 = stream(x[4])            # one step (N, H_in) -> (N, H_out): == lstm(x)[0][4]
 
 It runs on the weights as they were when the stream was made, with no dropout and no
-gradients: a chunk small enough for ``_ops.SmallStack`` (every layer in one compiled
-call) runs there, its weights packed into panels on the first such chunk and reused on
-every later one; a larger chunk runs the layer-by-layer inference kernels
-(``_autodiff._stack_forward`` with ``keep=False``: no gates, no histories).
+gradients (a layer's cell options with their eval semantics: no recurrent dropout,
+zoneout's interpolation): a chunk of a plain layer small enough for ``_ops.SmallStack``
+(every layer in one compiled call) runs there, its weights packed into panels on the
+first such chunk and reused on every later one; a larger chunk runs the layer-by-layer
+inference kernels (``_autodiff._stack_forward`` with ``keep=False``: no gates, no
+histories).
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ class Stream:
         else:
             self._refuse(chunk)
         spec = self._spec
-        if _ops.is_small(spec.mode, x, spec.num_layers, 1, self._H_cell, self._H_out):
+        if not spec.options.any and _ops.is_small(spec.mode, x, spec.num_layers, 1,
+                                                   self._H_cell, self._H_out):
             small, pack = self._small, False
             if small is None:  # lay the snapshot out once, pack its panels on this call
                 small = self._small = _ops.SmallStack(spec.mode, self._weights,
@@ -262,7 +265,7 @@ def stream_of(layer, batch_size, hx) -> Stream:
             c = np.array(layer._check_state("c_0", c, N, layer.hidden_size, False,
                                             "hidden_size"))
     spec = StackSpec(layer.mode, layer.num_layers, 1, 0.0, False, None, layer.bias,
-                     bool(layer.proj_size))
+                     bool(layer.proj_size), layer._options)  # eval: zoneout interpolates
     weights = [np.array(getval(w), order="C") for w in layer._flat_weights()]  # the snapshot
     return Stream(spec, weights, h, c, layer.input_size, layer.batch_first,
                   type(layer).__name__)
