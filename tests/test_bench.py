@@ -234,3 +234,31 @@ def test_lengths_cell_compares_the_same_call(torch, task):
         assert ours[0] == pytest.approx(packed[0], rel=1e-5)
         for name, g in ours[1].items():
             np.testing.assert_allclose(g, packed[1][name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.usefixtures("ort")
+def test_options_table(capsys, monkeypatch, torch):
+    """``--options-only``: one row per mode and task, each option set's time over the plain
+    layer's, and the torch loop of benchmarks/ against the layer-norm LSTM's training step."""
+    monkeypatch.setattr(bench, "PAUSE", 0.0)
+    monkeypatch.setattr(bench, "WARM", 0.0)
+    code = main(["bench", "--options-only", "--options-size", "seed", "--repeats", "1",
+                 "--json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rows"] == [] and "memory" not in doc and "compile" not in doc
+    rows = {(r["mode"], r["task"]): r for r in doc["options"]}
+    assert set(rows) == {(m, t) for m in ("LSTM", "GRU", "RNN") for t in ("infer", "train")}
+    for (mode, task), r in rows.items():
+        assert r["plain_ms"] > 0
+        for name in ("layer_norm", "recurrent_dropout", "zoneout", "all"):
+            assert r[f"{name}_over_plain"] > 0
+        assert (r["peepholes_over_plain"] is not None) == (mode == "LSTM")
+        has_loop = (mode, task) == ("LSTM", "train")
+        assert (r["torch_loop_over_layer_norm"] is not None) == has_loop
+        if has_loop:
+            assert r["torch_loop_ms"] > 0
+
+
+def test_options_size_must_be_unpacked():
+    assert main(["bench", "--options-only", "--options-size", "packed"]) == 2

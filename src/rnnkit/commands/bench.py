@@ -24,6 +24,13 @@ Grid (T steps, B batch, I input, H hidden, L layers, D directions):
 Tasks: inference (no_grad) and a training step (forward + backward of output.sum());
 stream cells infer only.
 
+``--options`` adds the cell options' table (API.md "Cell options"): at ``medium`` (or
+``--options-size``), for each mode and task, the plain layer and the same layer with each
+option alone (layer_norm, recurrent_dropout 0.25, zoneout 0.1, LSTM peepholes) and all
+together, each as its time over the plain layer's (inference in eval mode, training in
+training mode, masks drawn); and for the layer-norm LSTM's training step, the torch loop
+of ``benchmarks/torch_layer_norm_lstm.py`` (torch has no layer-norm LSTM) over rnnkit's.
+
 Run it as `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE rnnkit bench`: those two
 variables, when set, slow OpenBLAS down. See benchmarks/README.md.
 """
@@ -78,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per cell and framework at most (default 3, quick 1)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     parser.add_argument("--no-compile", action="store_true", help="skip the first-call runs")
+    parser.add_argument("--options", action="store_true",
+                        help="add the cell options' table (layer norm, recurrent dropout, "
+                             "zoneout, peepholes against the plain layer)")
+    parser.add_argument("--options-only", action="store_true",
+                        help="the cell options' table alone (no grid)")
+    parser.add_argument("--options-size", default="medium",
+                        help="grid row of the options' table (default medium)")
     parser.add_argument("--_memory-child", dest="memory_child", default=None,
                         help=argparse.SUPPRESS)
 
@@ -453,6 +467,110 @@ def _first_call(cache_dir, dtypes):
 # ---------------------------------------------------------------- run
 
 
+# ---------------------------------------------------------------- the cell options' table
+
+OPTION_SETS = {  # name: (keyword arguments of the layer, modes it applies to)
+    "layer_norm": ({"layer_norm": True}, MODES),
+    "recurrent_dropout": ({"recurrent_dropout": 0.25}, MODES),
+    "zoneout": ({"zoneout": 0.1}, MODES),
+    "peepholes": ({"peepholes": True}, ("LSTM",)),
+    "all": ({"layer_norm": True, "recurrent_dropout": 0.25, "zoneout": 0.1}, MODES),
+}
+
+
+def _torch_loop_peer():
+    """``benchmarks/torch_layer_norm_lstm.py`` of a source checkout, or None (installed
+    from a wheel, rnnkit has no benchmarks/ folder)."""
+    import importlib.util
+    from pathlib import Path
+
+    here = Path(__file__).resolve()
+    for folder in here.parents:
+        path = folder / "benchmarks" / "torch_layer_norm_lstm.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("torch_layer_norm_lstm", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    return None
+
+
+def _option_calls(size, mode, task, torch, peer):
+    """The calls of one (mode, task) row: plain, each option set, and for the layer-norm
+    LSTM's training step the torch loop. Same weights (torch's part) and input."""
+    import numpy as np
+
+    import rnnkit
+
+    T, B, I, H, layers, D, _ = GRID[size]
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    cls = getattr(rnnkit.nn, mode)
+    calls, layers_made = {}, {}
+    for name, (options, modes) in [("plain", ({}, MODES)), *OPTION_SETS.items()]:
+        if mode not in modes:
+            continue
+        if name == "all" and mode == "LSTM":
+            options = {**options, "peepholes": True}
+        rnnkit.manual_seed(0)
+        layer = cls(I, H, num_layers=layers, bidirectional=D == 2, **options)
+        layers_made[name] = layer
+        if task == "infer":
+            layer.eval()
+
+            def call(layer=layer):
+                with rnnkit.no_grad():
+                    return layer(x)
+        else:
+            step = rnnkit.value_and_grad(lambda m: m(x)[0].sum())
+
+            def call(layer=layer, step=step):
+                layer.zero_grad()
+                return step(layer)
+        calls[name] = call
+    if task == "train" and mode == "LSTM" and torch is not None and peer is not None \
+            and D == 1:
+        calls["torch loop"] = peer.peer_training_step(torch, layers_made["layer_norm"], x)[1]
+    return calls
+
+
+def _options_table(args, modes, repeats, budget, peers):
+    size = args.options_size
+    if size not in GRID or GRID[size][6] or size == "stream":
+        raise ValueError(f"--options-size must name an unpacked row of the grid, got {size!r}")
+    peer = _torch_loop_peer() if "torch" in peers else None
+    rows = []
+    T, B, I, H, layers, D, _ = GRID[size]
+    names = list(OPTION_SETS)
+    if not args.json:
+        print(f"\ncell options, {size} (T{T} B{B} I{I} H{H} L{layers}"
+              f"{' D2' if D == 2 else ''}), float32: time over the plain layer's "
+              f"(all = every option; LSTM: with peepholes)", flush=True)
+        print(f"{'cell':<16}{'plain ms':>10}" + "".join(f"{n:>19}" for n in names)
+              + f"{'torch loop/LN':>15}", flush=True)
+    for mode in modes:
+        for task in TASKS:
+            calls = _option_calls(size, mode, task, peers.get("torch"), peer)
+            med = _time_interleaved(calls, repeats, budget)
+            row = {"size": size, "mode": mode, "task": task, "plain_ms": med["plain"] * 1e3}
+            for name in names:
+                row[f"{name}_over_plain"] = med[name] / med["plain"] if name in med else None
+            row["torch_loop_ms"] = med["torch loop"] * 1e3 if "torch loop" in med else None
+            row["torch_loop_over_layer_norm"] = (med["torch loop"] / med["layer_norm"]
+                                                 if "torch loop" in med else None)
+            rows.append(row)
+            if not args.json:
+                cells = "".join(_fmt(row[f"{n}_over_plain"], ">18.2f", f"{'-':>18}")
+                                + ("x" if row[f"{n}_over_plain"] else " ") for n in names)
+                loop = row["torch_loop_over_layer_norm"]
+                print(f"{mode + ' ' + task:<16}{row['plain_ms']:>10.2f}{cells}"
+                      f"{_fmt(loop, '>14.2f', f'{chr(45):>14}')}{'x' if loop else ' '}",
+                      flush=True)
+    if not args.json and "torch" in peers and peer is None:
+        print("note: benchmarks/torch_layer_norm_lstm.py not found (not a source checkout): "
+              "no torch loop column", flush=True)
+    return rows
+
+
 def run(args) -> int:
     import rnnkit  # noqa: F401  (imports numba's kernels lazily)
 
@@ -495,7 +613,10 @@ def run(args) -> int:
     if not args.json:
         print(f"sgemm 2048^3 on rnnkit's BLAS, {THREADS} threads: {rate / 1e9:.0f} GFLOP/s",
               flush=True)
-        print(_header(), flush=True)
+        if not args.options_only:
+            print(_header(), flush=True)
+    if args.options_only:
+        sizes = ()
     for size in sizes:
         for mode in modes:
             for task in _tasks(size):
@@ -536,6 +657,10 @@ def run(args) -> int:
               "sgemm_gflops": rate / 1e9, "rows": rows,
               "geomean_torch_ratio": _geomean(ratios), "geomean_ort_ratio": _geomean(ort_ratios),
               "notes": notes}
+    if args.options or args.options_only:
+        result["options"] = _options_table(args, modes, repeats, budget, peers)
+        if args.options_only:
+            args.no_memory = args.no_compile = True
 
     if not args.no_memory:
         mem_size = "small" if args.quick else "medium"
@@ -606,7 +731,9 @@ def _show_memory(entry, who):
 def _footer(result):
     lines = [""]
     g, go = result["geomean_torch_ratio"], result["geomean_ort_ratio"]
-    lines.append(f"geometric mean torch/rnnkit: {g:.2f}x" if g else "geometric mean: no peer")
+    if result["rows"]:
+        lines.append(f"geometric mean torch/rnnkit: {g:.2f}x" if g else
+                     "geometric mean: no peer")
     if go:
         lines.append(f"geometric mean ORT/rnnkit (inference): {go:.2f}x")
     for entry in result.get("memory", []):
@@ -621,9 +748,14 @@ def _footer(result):
         lines.append(f"first calls, numba compiling cold: {_fmt(cold, '.2f', '?')} s "
                      f"({c['kernels_cold']}); from the cache: {_fmt(warm, '.2f', '?')} s; "
                      f"import rnnkit: {_fmt(c['import_s'], '.2f', '?')} s")
-    lines.append("ratios above 1: rnnkit is faster. x bound: rnnkit's time over its matrix "
-                 "products' FLOPs at the sgemm rate above (1.00x: at the machine's limit). "
-                 "gemm%: the share of rnnkit's inference time that its GEMMs alone take (its "
-                 "BLAS, same shapes)")
+    if result["rows"]:
+        lines.append("ratios above 1: rnnkit is faster. x bound: rnnkit's time over its matrix "
+                     "products' FLOPs at the sgemm rate above (1.00x: at the machine's limit). "
+                     "gemm%: the share of rnnkit's inference time that its GEMMs alone take "
+                     "(its BLAS, same shapes)")
+    if result.get("options"):
+        lines.append("cell options: each option's time over the plain layer's (1.00x: free); "
+                     "torch loop/LN: benchmarks/torch_layer_norm_lstm.py's training step over "
+                     "rnnkit's layer-norm LSTM (above 1: rnnkit is faster)")
     lines.extend(f"note: {n}" for n in result["notes"])
     return "\n".join(lines)
