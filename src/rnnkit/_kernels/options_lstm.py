@@ -1,0 +1,419 @@
+r"""LSTM kernels with the cell options: one layer, one direction, all L steps.
+
+The slow twins are ``rnnkit._reference_options.lstm_forward`` / ``lstm_backward``
+(derivation: docs/equations.md, "Cell options"); the wrappers that allocate and pick
+the options are in ``rnnkit._ops_options``. One step, ``q`` the recurrent-dropout mask,
+``d`` the step's zoneout mask (or the eval probability p)::
+
+    h̄ = q ⊙ h,   u = W_ih x,   v = W_hh h̄
+    a = LN(u) ⊙ γ_ih + b + LN(v) ⊙ γ_hh          (without layer norm: u + b + v)
+    i = σ(a_i + p_i ⊙ c)    f = σ(a_f + p_f ⊙ c)    g = tanh(a_g)
+    c' = f ⊙ c + i ⊙ g
+    o = σ(a_o + p_o ⊙ c')
+    h̃ = o ⊙ tanh(LN(c') ⊙ γ_c + β_c)             (without layer norm: o ⊙ tanh(c'))
+    h̃ = W_hr h̃                                   (proj_size > 0)
+    h' = d ⊙ h + (1 - d) ⊙ h̃
+
+The input side ``LN(u) ⊙ γ_ih + b`` is one pass over all steps before the step loop
+(``normalize_input``), and its backward one pass after it (``normalize_input_backward``);
+both are plain row kernels any mode calls. The step loop fuses the rest: the product
+``h̄ W_hh^T`` (``step_product`` on panels packed once per call), LN(v) and LN(c') with
+their statistics per row, peepholes, masks and zoneout.
+
+Buffers (G = 4H; P = proj_size, or H). "processing" order: index s, time t = s, or
+L-1-s when ``reverse``; an absent option's array is empty (its first axis 0)::
+
+    name             shape          order       meaning
+    xw, gates        (L, N, G)      processing  LN(u) γ_ih + b (or u + b), which the forward
+                                                turns into i, f, g, o in place
+    w_hh_panels      (G', P, NR)    -           forward: W_hh^T packed, G' = ceil(G / NR)
+                     (P', G, NR)                backward: W_hh packed, P' = ceil(P / NR)
+    w_hr             (P, H)         -           (0, 0) without projection
+    w_ln_hh          (G,)           -           γ_hh; (0,) without layer norm (then w_ln_c,
+    w_ln_c, b_ln_c   (H,)           -           b_ln_c are (0,) too) γ_c, β_c
+    w_ph             (3H,)          -           p_i | p_f | p_o; (0,) without peepholes
+    recurrent_mask   (N0, P)        -           q, already scaled; (0, 0) off
+    zoneout_mask     (L0, N0, P)    processing  d; (0, 0, 0) off
+    zoneout_p        scalar         -           eval zoneout p; negative: off
+    rows0, steps0    int            -           where this call's rows and steps start in
+                                                the masks (inference splits rows, chunks steps)
+    batch_sizes      (L,) int64     time        rows active at time t
+    hs, cs           (S, N, P|H)    processing  h, c entering step s: S = L + 1, or 2 slots
+    ln_hh            (K, N, G)      processing  LN(v), K = L (training) or 1 slot (inference)
+    rstd_hh          (K, N)         processing  1 / sqrt(var(v) + ε)
+    ln_c, rstd_c     (K, N, H), (K, N)          LN(c') and its 1 / sqrt(var + ε)
+    output           (L, N, P)      time        h' of every step
+    hw               (N, G'NR)      -           h̄ W_hh^T of the step (columns past G: zero)
+    h_rec            (N, P)         -           h̄ = q ⊙ h of the step; (0, 0) without q
+    h_unproj         (N, H)         -           h̃ before W_hr; (0, 0) without projection
+    d_output         (L, N, P)      time        dL/d output
+    dh, dc           (N, P), (N, H) -           dL/dh, dL/dc carried from step to step
+    dz               (L, N, G)      processing  δa, the gate inputs' gradient
+    dv               (L, N, G)      processing  δv = LN backward of δa ⊙ γ_hh; (0, 0, 0)
+                                                without layer norm (δv = δa)
+    dh_steps         (L, N, P)      processing  δh̃ of every step; (0, 0, 0) without W_hr
+    dm               (N, H)         -           δ(o ⊙ tanh ĉ) of the step
+    tanh_c, dc_hat   (N, H)         -           tanh ĉ and δĉ of the step
+    dhw              (N, P'NR)      -           δv W_hh of the step (W_hh packed untransposed)
+    dw_ln_hh (G,), dw_ln_c, db_ln_c (H,), dw_ph (3H,): the option gradients, summed in
+"""
+
+import numpy as np
+from numba import njit
+
+from ._gemm import step_product
+from ._math import _OPTS, _copy, _sigmoid, _tanh
+
+LN_EPS = 1e-5  # as _reference_options.LN_EPS
+# the row sums of layer norm: reassociation lets LLVM vectorize them (the order of a
+# sum of K terms changes, not its value beyond rounding); nothing else uses fastmath
+_SUM_OPTS = dict(_OPTS, fastmath={"reassoc"})
+
+
+# ---------------------------------------------------------------- row sums (layer norm)
+
+
+@njit(**_SUM_OPTS)
+def _row_sum(v, K):
+    total = v.dtype.type(0)
+    for k in range(K):
+        total += v[k]
+    return total
+
+
+@njit(**_SUM_OPTS)
+def _row_centred_square_sum(v, mu, K):
+    total = v.dtype.type(0)
+    for k in range(K):
+        total += (v[k] - mu) * (v[k] - mu)
+    return total
+
+
+@njit(**_SUM_OPTS)
+def _row_dot(a, b, K):
+    total = a.dtype.type(0)
+    for k in range(K):
+        total += a[k] * b[k]
+    return total
+
+
+@njit(**_SUM_OPTS)
+def _row_dot3(a, b, c, K):
+    total = a.dtype.type(0)
+    for k in range(K):
+        total += a[k] * b[k] * c[k]
+    return total
+
+
+@njit(**_OPTS)
+def _normalize_row(v, v_hat, K):
+    """v̂ = (v - μ) r over K entries, r = 1 / sqrt(var + ε) (biased var); returns r.
+    ``v_hat`` may be ``v`` (in place)."""
+    one = v.dtype.type(1)
+    mu = _row_sum(v, K) / K
+    rstd = one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
+    for k in range(K):
+        v_hat[k] = (v[k] - mu) * rstd
+    return rstd
+
+
+@njit(**_OPTS)
+def _normalize_row_backward(dy, gamma, v_hat, rstd, dv, K):
+    """δv = r (g - mean(g) - v̂ mean(g ⊙ v̂)), g = δy ⊙ γ, the gradient of y = v̂ γ."""
+    mean_g = _row_dot(dy, gamma, K) / K  # through μ
+    mean_g_v_hat = _row_dot3(dy, gamma, v_hat, K) / K  # through var
+    for k in range(K):
+        dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
+
+
+# ---------------------------------------------------------------- the input side, all steps
+
+
+@njit(**_OPTS)
+def normalize_input(xw, gamma, bias, batch_sizes, reverse, u_hat, rstd):
+    """xw ← LN(u) ⊙ γ_ih + b in place, for every active row of every step (any mode).
+
+    read      gamma (G,), bias (G,) or (0,), batch_sizes
+    in/out    xw (L, N, G) processing order: u = x W_ih^T on entry
+    written   u_hat (L, N, G), rstd (L, N): LN(u) and r for the backward, zeros on inactive
+              rows; both (0, 0, *) in inference (not kept)
+    """
+    L, N, G = xw.shape
+    keep = u_hat.shape[0] > 0
+    has_bias = bias.shape[0] > 0
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = min(batch_sizes[t], N)
+        for m in range(n):
+            row = xw[s, m]
+            r = _normalize_row(row, row, G)  # û, in place
+            if keep:
+                _copy(u_hat[s, m], row)
+                rstd[s, m] = r
+            if has_bias:
+                for k in range(G):
+                    row[k] = row[k] * gamma[k] + bias[k]
+            else:
+                for k in range(G):
+                    row[k] = row[k] * gamma[k]
+        if keep:
+            for m in range(n, N):
+                u_hat[s, m, :] = 0.0
+                rstd[s, m] = 0.0
+
+
+@njit(**_OPTS)
+def normalize_input_backward(da, gamma, u_hat, rstd, dgamma, dbias):
+    """δu from δa through a = LN(u) γ_ih + b, in place over ``da``, rows (M, G) (any mode:
+    the steps' rows flattened; inactive rows have δa = 0, û = 0, so δu = 0).
+
+    written   dgamma += Σ δa ⊙ û, dbias += Σ δa (both (G,))
+    """
+    M, G = da.shape
+    for m in range(M):
+        dam, u_hat_m = da[m], u_hat[m]
+        for k in range(G):
+            dgamma[k] += dam[k] * u_hat_m[k]
+        for k in range(G):
+            dbias[k] += dam[k]
+        _normalize_row_backward(dam, gamma, u_hat_m, rstd[m], dam, G)
+
+
+# ---------------------------------------------------------------- the step loops
+
+
+@njit(**_OPTS)
+def lstm_forward(xw, gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, recurrent_mask,
+                 zoneout_mask, zoneout_p, rows0, steps0, batch_sizes, reverse, hs, cs, ln_hh,
+                 rstd_hh, ln_c, rstd_c, output, hw, h_rec, h_unproj):
+    """The forward of training and of inference: one kernel, two kinds of state buffer.
+
+    read      w_hh_panels (by gemm), w_hr, the options, batch_sizes
+    in/out    xw: the input side (module docstring) becomes the gates i, f, g, o in place,
+              zeros where a row is inactive
+    written   hs, cs: hs[0], cs[0] hold h_0, c_0 on entry. Training: S = L + 1, hs[s]
+              enters step s; inference: S = 2 slots taking turns, h_n ends in hs[L % 2]
+              ln_hh, rstd_hh, ln_c, rstd_c (K = L: the backward's; K = 1: scratch),
+              zeros where a row is inactive; output: zeros where a row is inactive
+    scratch   hw, h_rec, h_unproj
+    """
+    L, N, G = xw.shape
+    H = G // 4
+    S = hs.shape[0]
+    one = xw.dtype.type(1)
+    proj = w_hr.shape[0] > 0
+    ln, peep = w_ln_hh.shape[0] > 0, w_ph.shape[0] > 0
+    drop = recurrent_mask.shape[0] > 0
+    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
+    p = xw.dtype.type(zoneout_p)
+    K = ln_hh.shape[0]
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = min(batch_sizes[t], N)
+        h_in, h_out = hs[s % S], hs[(s + 1) % S]
+        c_in, c_out = cs[s % S], cs[(s + 1) % S]
+        gates_s = xw[s]
+        if n > 0:
+            if drop:  # h̄ = q ⊙ h
+                P = h_in.shape[1]
+                for m in range(n):
+                    q, hm, h_recm = recurrent_mask[rows0 + m], h_in[m], h_rec[m]
+                    for j in range(P):
+                        h_recm[j] = q[j] * hm[j]
+                step_product(gemm, h_rec, n, w_hh_panels, hw)  # v = h̄ W_hh^T: (n, G)
+            else:
+                step_product(gemm, h_in, n, w_hh_panels, hw)
+            for m in range(n):
+                gm, hwm, c_prev, c_new = gates_s[m], hw[m], c_in[m], c_out[m]
+                if ln:  # a = (LN(u) γ_ih + b) + LN(v) γ_hh
+                    v_hat = ln_hh[s % K, m]
+                    rstd_hh[s % K, m] = _normalize_row(hwm, v_hat, G)
+                    for k in range(G):
+                        gm[k] += v_hat[k] * w_ln_hh[k]
+                else:  # a = (u + b) + v
+                    for k in range(G):
+                        gm[k] += hwm[k]
+                if peep:  # i = σ(a_i + p_i ⊙ c), f = σ(a_f + p_f ⊙ c)
+                    for j in range(H):
+                        gm[j] += w_ph[j] * c_prev[j]
+                    for j in range(H):
+                        gm[H + j] += w_ph[H + j] * c_prev[j]
+                # counted loops from 0 (they vectorize; see _kernels/lstm.py)
+                for k in range(2 * H):
+                    gm[k] = _sigmoid(gm[k])
+                for j in range(H):
+                    gm[2 * H + j] = _tanh(gm[2 * H + j])
+                for j in range(H):  # c' = f ⊙ c + i ⊙ g
+                    c_new[j] = gm[H + j] * c_prev[j] + gm[j] * gm[2 * H + j]
+                if peep:  # o = σ(a_o + p_o ⊙ c'), the raw c'
+                    for j in range(H):
+                        gm[3 * H + j] = _sigmoid(gm[3 * H + j] + w_ph[2 * H + j] * c_new[j])
+                else:
+                    for j in range(H):
+                        gm[3 * H + j] = _sigmoid(gm[3 * H + j])
+                h_new = h_unproj[m] if proj else h_out[m]
+                if ln:  # h̃ = o ⊙ tanh(LN(c') γ_c + β_c)
+                    c_hat = ln_c[s % K, m]
+                    rstd_c[s % K, m] = _normalize_row(c_new, c_hat, H)
+                    for j in range(H):
+                        h_new[j] = gm[3 * H + j] * _tanh(c_hat[j] * w_ln_c[j] + b_ln_c[j])
+                else:  # h̃ = o ⊙ tanh(c')
+                    for j in range(H):
+                        h_new[j] = gm[3 * H + j] * _tanh(c_new[j])
+            if proj:
+                np.dot(h_unproj[:n], w_hr.T, h_out[:n])  # h̃ = W_hr (o ⊙ tanh ĉ)
+            if zone_mask or zone_eval:  # h' = d ⊙ h + (1 - d) ⊙ h̃
+                P = h_out.shape[1]
+                for m in range(n):
+                    hm, h_new = h_in[m], h_out[m]
+                    if zone_mask:
+                        d = zoneout_mask[steps0 + s, rows0 + m]
+                        for j in range(P):
+                            h_new[j] = d[j] * hm[j] + (one - d[j]) * h_new[j]
+                    else:
+                        for j in range(P):
+                            h_new[j] = p * hm[j] + (one - p) * h_new[j]
+        for m in range(n):
+            _copy(output[t, m], h_out[m])
+        for m in range(n, N):  # inactive: the state carries over
+            _copy(h_out[m], h_in[m])
+            _copy(c_out[m], c_in[m])
+            gates_s[m, :] = 0.0
+            output[t, m, :] = 0.0
+            if ln:
+                ln_hh[s % K, m, :] = 0.0
+                ln_c[s % K, m, :] = 0.0
+                rstd_hh[s % K, m] = 0.0
+                rstd_c[s % K, m] = 0.0
+
+
+@njit(**_OPTS)
+def lstm_backward(gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, recurrent_mask,
+                  zoneout_mask, zoneout_p, batch_sizes, reverse, cs, gates, ln_hh, rstd_hh,
+                  ln_c, rstd_c, d_output, dh, dc, dz, dv, dh_steps, dm, tanh_c, dc_hat, dhw,
+                  dw_ln_hh, dw_ln_c, db_ln_c, dw_ph):
+    """The fused BPTT of ``lstm_forward`` (training), from the last processing step down.
+
+    read      w_hh_panels (W_hh packed untransposed: dh = δv W_hh by gemm), w_hr, the
+              options, batch_sizes; cs, gates, ln_hh, rstd_hh, ln_c, rstd_c (the
+              forward's histories); d_output
+    in/out    dh, dc: dh_n, dc_n on entry; dh_0, dc_0 on exit
+              dw_ln_hh, dw_ln_c, db_ln_c, dw_ph: summed into (zeros on entry)
+    written   dz, dv, dh_steps: zeros where a row is inactive
+    scratch   dm, tanh_c, dc_hat, dhw
+    """
+    L, N, G = dz.shape
+    H = G // 4
+    P = dh.shape[1]
+    one = dz.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
+    proj = w_hr.shape[0] > 0
+    ln, peep = w_ln_hh.shape[0] > 0, w_ph.shape[0] > 0
+    drop = recurrent_mask.shape[0] > 0
+    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
+    zoned = zone_mask or zone_eval
+    p = dz.dtype.type(zoneout_p)
+    for s in range(L - 1, -1, -1):
+        t = L - 1 - s if reverse else s
+        n = min(batch_sizes[t], N)
+        for m in range(n, N):
+            dz[s, m, :] = 0.0
+            if ln:
+                dv[s, m, :] = 0.0
+            if proj:
+                dh_steps[s, m, :] = 0.0
+        if n == 0:
+            continue
+        # δh̃ = (1 - d) ⊙ δh', and dh keeps d ⊙ δh' (zoneout's straight path to h)
+        for m in range(n):
+            dhm, dom = dh[m], d_output[t, m]
+            dh_tilde = dh_steps[s, m] if proj else (dm[m] if zoned else dhm)
+            if zone_mask:
+                d = zoneout_mask[s, m]
+                for j in range(P):
+                    total = dhm[j] + dom[j]  # from the next step and from the output
+                    dh_tilde[j] = (one - d[j]) * total
+                    dhm[j] = d[j] * total
+            elif zone_eval:
+                for j in range(P):
+                    total = dhm[j] + dom[j]
+                    dh_tilde[j] = (one - p) * total
+                    dhm[j] = p * total
+            else:
+                for j in range(P):
+                    dh_tilde[j] = dhm[j] + dom[j]
+        if proj:
+            np.dot(dh_steps[s, :n], w_hr, dm[:n])  # back through h̃ = W_hr m
+        for m in range(n):
+            gm, dzm, dcm, tcm, dcm_hat = gates[s, m], dz[s, m], dc[m], tanh_c[m], dc_hat[m]
+            dmm = dm[m] if (proj or zoned) else dh[m]  # δm, m = o ⊙ tanh ĉ
+            c_new, c_old = cs[s + 1, m], cs[s, m]
+            if ln:  # ĉ = LN(c') γ_c + β_c
+                c_norm = ln_c[s, m]
+                for j in range(H):
+                    tcm[j] = _tanh(c_norm[j] * w_ln_c[j] + b_ln_c[j])
+                for j in range(H):  # δĉ = δm ⊙ o ⊙ (1 - tanh² ĉ)
+                    dcm_hat[j] = dmm[j] * gm[3 * H + j] * (one - tcm[j] * tcm[j])
+                for j in range(H):
+                    dw_ln_c[j] += dcm_hat[j] * c_norm[j]  # δγ_c = Σ δĉ ⊙ LN(c')
+                for j in range(H):
+                    db_ln_c[j] += dcm_hat[j]  # δβ_c = Σ δĉ
+                # δc' = δc + LN backward of δĉ ⊙ γ_c (δc + r (g - mean g - ĉ mean(g ĉ)))
+                mean_g = _row_dot(dcm_hat, w_ln_c, H) / H
+                mean_g_c = _row_dot3(dcm_hat, w_ln_c, c_norm, H) / H
+                r = rstd_c[s, m]
+                for j in range(H):
+                    dcm[j] += r * (dcm_hat[j] * w_ln_c[j] - mean_g - c_norm[j] * mean_g_c)
+            else:
+                for j in range(H):
+                    tcm[j] = _tanh(c_new[j])
+                for j in range(H):  # δc' = δc + δm ⊙ o ⊙ tanh'(c'),  tanh' = 1 - tanh²
+                    dcm[j] += dmm[j] * gm[3 * H + j] * (one - tcm[j] * tcm[j])
+            for j in range(H):  # δa_o = δm ⊙ tanh ĉ ⊙ σ'(a_o),  σ' = σ(1 - σ)
+                o = gm[3 * H + j]
+                dzm[3 * H + j] = dmm[j] * tcm[j] * o * (one - o)
+            if peep:  # o = σ(a_o + p_o ⊙ c'): δc' += δa_o ⊙ p_o; δp_o = Σ δa_o ⊙ c'
+                for j in range(H):
+                    dcm[j] += dzm[3 * H + j] * w_ph[2 * H + j]
+                for j in range(H):
+                    dw_ph[2 * H + j] += dzm[3 * H + j] * c_new[j]
+            for j in range(H):  # δa_i = δc' ⊙ g ⊙ σ'
+                i = gm[j]
+                dzm[j] = dcm[j] * gm[2 * H + j] * i * (one - i)
+            for j in range(H):  # δa_f = δc' ⊙ c ⊙ σ'
+                f = gm[H + j]
+                dzm[H + j] = dcm[j] * c_old[j] * f * (one - f)
+            for j in range(H):  # δa_g = δc' ⊙ i ⊙ tanh'
+                g = gm[2 * H + j]
+                dzm[2 * H + j] = dcm[j] * gm[j] * (one - g * g)
+            for j in range(H):  # c' = f ⊙ c + i ⊙ g
+                dcm[j] = dcm[j] * gm[H + j]
+            if peep:  # i, f read c: δc += δa_i ⊙ p_i + δa_f ⊙ p_f
+                for j in range(H):
+                    dcm[j] += dzm[j] * w_ph[j] + dzm[H + j] * w_ph[H + j]
+                for j in range(H):
+                    dw_ph[j] += dzm[j] * c_old[j]
+                for j in range(H):
+                    dw_ph[H + j] += dzm[H + j] * c_old[j]
+            if ln:  # δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)
+                v_hat = ln_hh[s, m]
+                for k in range(G):
+                    dw_ln_hh[k] += dzm[k] * v_hat[k]
+                _normalize_row_backward(dzm, w_ln_hh, v_hat, rstd_hh[s, m], dv[s, m], G)
+        step_product(gemm, dv[s] if ln else dz[s], n, w_hh_panels, dhw)  # δv W_hh: (n, P)
+        # δh = q ⊙ (δv W_hh) + d ⊙ δh' (the straight part, kept in dh above)
+        for m in range(n):
+            dhm, dhwm = dh[m], dhw[m]
+            if drop:
+                q = recurrent_mask[m]
+                if zoned:
+                    for j in range(P):
+                        dhm[j] += q[j] * dhwm[j]
+                else:
+                    for j in range(P):
+                        dhm[j] = q[j] * dhwm[j]
+            elif zoned:
+                for j in range(P):
+                    dhm[j] += dhwm[j]
+            else:
+                for j in range(P):
+                    dhm[j] = dhwm[j]

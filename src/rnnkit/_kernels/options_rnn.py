@@ -1,0 +1,262 @@
+r"""Elman RNN kernels with the cell options: one layer, one direction, all L steps.
+
+The slow twins are ``rnnkit._reference_options.rnn_forward`` / ``rnn_backward``
+(derivation: docs/equations.md, "Cell options"); the wrappers are in
+``rnnkit._ops_options``. One step (``q`` the recurrent-dropout mask, ``d`` the step's
+zoneout mask or the eval probability p)::
+
+    h̄ = q ⊙ h,   u = W_ih x,   v = W_hh h̄
+    a = LN(u) ⊙ γ_ih + b + LN(v) ⊙ γ_hh          (without layer norm: u + b + v)
+    h̃ = tanh(a)  (or relu)
+    h' = d ⊙ h + (1 - d) ⊙ h̃
+
+The input side ``LN(u) γ_ih + b`` is made for all steps before the loop and taken back
+through its norm after it (``options_lstm.normalize_input`` /
+``normalize_input_backward``); the step loop fuses the rest.
+
+Buffers ("processing" order: index s, time t = s, or L-1-s when ``reverse``; an absent
+option's array is empty, its first axis 0)::
+
+    name             shape          order       meaning
+    xw               (L, N, H)      processing  LN(u) γ_ih + b, or u + b
+    w_hh_panels      (H', H, NR)    -           W_hh^T packed (forward), W_hh (backward):
+                                                H' = ceil(H / NR)
+    w_ln_hh          (H,)           -           γ_hh; (0,) without layer norm
+    recurrent_mask   (N0, H)        -           q, already scaled; (0, 0) off
+    zoneout_mask     (L0, N0, H)    processing  d; (0, 0, 0) off
+    zoneout_p        scalar         -           eval zoneout p; negative: off
+    rows0, steps0    int            -           where this call's rows and steps start in
+                                                the masks (inference splits rows, chunks steps)
+    batch_sizes      (L,) int64     time        rows active at time t
+    hs               (S, N, H)      processing  h entering step s: S = L + 1, or 2 slots
+    ln_hh, rstd_hh   (K, N, H), (K, N)          LN(v) and 1 / sqrt(var(v) + ε): K = L
+                                                (training) or 1 slot (inference)
+    h_tilde          (L, N, H)      processing  h̃ = act(a) before zoneout: training with
+                                                zoneout only, else (0, 0, 0)
+    output           (L, N, H)      time        h' of every step
+    hw               (N, H'NR)      -           h̄ W_hh^T of the step (columns past H: zero)
+    h_rec            (N, H)         -           h̄ = q ⊙ h of the step; (0, 0) without q
+    d_output         (L, N, H)      time        dL/d output
+    dh               (N, H)         -           dL/dh carried from step to step
+    da               (L, N, H)      processing  δa, the pre-activation's gradient
+    dv               (L, N, H)      processing  δv = LN backward of δa ⊙ γ_hh; (0, 0, 0)
+                                                without layer norm (δv = δa)
+    dhw              (N, H'NR)      -           δv W_hh of the step (past H: zero)
+    dw_ln_hh         (H,)           -           with layer norm: Σ δa ⊙ LN(v), summed in
+"""
+
+import numpy as np
+from numba import njit
+
+from ._gemm import step_product
+from ._math import _OPTS, _copy, _tanh
+
+LN_EPS = 1e-5  # as _reference_options.LN_EPS
+_SUM_OPTS = dict(_OPTS, fastmath={"reassoc"})  # row sums that vectorize (options_lstm.py)
+
+
+# ---------------------------------------------------------------- row sums (layer norm)
+# options_lstm.py's, repeated: a kernel's numba cache is stamped with its own file only
+
+
+@njit(**_SUM_OPTS)
+def _row_sum(v, K):
+    total = v.dtype.type(0)
+    for k in range(K):
+        total += v[k]
+    return total
+
+
+@njit(**_SUM_OPTS)
+def _row_centred_square_sum(v, mu, K):
+    total = v.dtype.type(0)
+    for k in range(K):
+        total += (v[k] - mu) * (v[k] - mu)
+    return total
+
+
+@njit(**_SUM_OPTS)
+def _row_dot(a, b, K):
+    total = a.dtype.type(0)
+    for k in range(K):
+        total += a[k] * b[k]
+    return total
+
+
+@njit(**_SUM_OPTS)
+def _row_dot3(a, b, c, K):
+    total = a.dtype.type(0)
+    for k in range(K):
+        total += a[k] * b[k] * c[k]
+    return total
+
+
+@njit(**_OPTS)
+def _normalize_row(v, v_hat, K):
+    """v̂ = (v - μ) r over K entries, r = 1 / sqrt(var + ε) (biased var); returns r."""
+    one = v.dtype.type(1)
+    mu = _row_sum(v, K) / K
+    rstd = one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
+    for k in range(K):
+        v_hat[k] = (v[k] - mu) * rstd
+    return rstd
+
+
+@njit(**_OPTS)
+def _normalize_row_backward(dy, gamma, v_hat, rstd, dv, K):
+    """δv = r (g - mean(g) - v̂ mean(g ⊙ v̂)), g = δy ⊙ γ, the gradient of y = v̂ γ."""
+    mean_g = _row_dot(dy, gamma, K) / K  # through μ
+    mean_g_v_hat = _row_dot3(dy, gamma, v_hat, K) / K  # through var
+    for k in range(K):
+        dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
+
+
+# ---------------------------------------------------------------- the step loops
+
+
+@njit(**_OPTS)
+def rnn_forward(xw, gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneout_p, rows0,
+                steps0, batch_sizes, reverse, relu, hs, ln_hh, rstd_hh, h_tilde, output, hw,
+                h_rec):
+    """The forward of training and of inference: one kernel, two kinds of state buffer.
+
+    read      xw, w_hh_panels (by gemm), the options, batch_sizes; relu: relu, not tanh
+    written   hs: hs[0] holds h_0 on entry. Training: S = L + 1, hs[s] enters step s;
+              inference: S = 2 slots taking turns, h_n ends in hs[L % 2]
+              ln_hh, rstd_hh (K = L: the backward's; K = 1: scratch), h_tilde: zeros where
+              a row is inactive; output: zeros where a row is inactive
+    scratch   hw, h_rec
+    """
+    L, N, H = xw.shape
+    S = hs.shape[0]
+    one, zero = xw.dtype.type(1), xw.dtype.type(0)
+    ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
+    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
+    keep_tilde = h_tilde.shape[0] > 0
+    p = xw.dtype.type(zoneout_p)
+    K = ln_hh.shape[0]
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = min(batch_sizes[t], N)
+        h_in, h_out = hs[s % S], hs[(s + 1) % S]
+        if n > 0:
+            if drop:  # h̄ = q ⊙ h
+                for m in range(n):
+                    q, hm, h_recm = recurrent_mask[rows0 + m], h_in[m], h_rec[m]
+                    for j in range(H):
+                        h_recm[j] = q[j] * hm[j]
+                step_product(gemm, h_rec, n, w_hh_panels, hw)  # v = h̄ W_hh^T: (n, H)
+            else:
+                step_product(gemm, h_in, n, w_hh_panels, hw)
+            for m in range(n):
+                xwm, hwm, h_prev, h_new = xw[s, m], hw[m], h_in[m], h_out[m]
+                if ln:  # a = (LN(u) γ_ih + b) + LN(v) γ_hh, over hw in place
+                    v_hat = ln_hh[s % K, m]
+                    rstd_hh[s % K, m] = _normalize_row(hwm, v_hat, H)
+                    for j in range(H):
+                        hwm[j] = xwm[j] + v_hat[j] * w_ln_hh[j]
+                else:  # a = (u + b) + v
+                    for j in range(H):
+                        hwm[j] += xwm[j]
+                if relu:  # h̃ = relu(a)
+                    for j in range(H):
+                        h_new[j] = hwm[j] if hwm[j] > zero else zero
+                else:  # h̃ = tanh(a)
+                    for j in range(H):
+                        h_new[j] = _tanh(hwm[j])
+                if keep_tilde:
+                    _copy(h_tilde[s, m], h_new)
+                if zone_mask:  # h' = d ⊙ h + (1 - d) ⊙ h̃
+                    d = zoneout_mask[steps0 + s, rows0 + m]
+                    for j in range(H):
+                        h_new[j] = d[j] * h_prev[j] + (one - d[j]) * h_new[j]
+                elif zone_eval:
+                    for j in range(H):
+                        h_new[j] = p * h_prev[j] + (one - p) * h_new[j]
+        for m in range(n):
+            _copy(output[t, m], h_out[m])
+        for m in range(n, N):  # inactive: the state carries over
+            _copy(h_out[m], h_in[m])
+            output[t, m, :] = 0.0
+            if keep_tilde:
+                h_tilde[s, m, :] = 0.0
+            if ln:
+                ln_hh[s % K, m, :] = 0.0
+                rstd_hh[s % K, m] = 0.0
+
+
+@njit(**_OPTS)
+def rnn_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneout_p,
+                 batch_sizes, reverse, relu, hs, h_tilde, ln_hh, rstd_hh, d_output, dh, da, dv,
+                 dhw, dw_ln_hh):
+    """The fused BPTT of ``rnn_forward`` (training), from the last processing step down.
+
+    read      w_hh_panels (W_hh packed untransposed: δh̄ = δv W_hh by gemm), the options,
+              batch_sizes, relu; hs, h_tilde, ln_hh, rstd_hh (the forward's histories);
+              d_output
+    in/out    dh: dh_n on entry, dh_0 on exit; dw_ln_hh: summed into
+    written   da, dv: zeros where a row is inactive
+    scratch   dhw
+    """
+    L, N, H = da.shape
+    one, zero = da.dtype.type(1), da.dtype.type(0)  # typed: literals are int64/float64
+    ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
+    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
+    zoned = zone_mask or zone_eval
+    p = da.dtype.type(zoneout_p)
+    for s in range(L - 1, -1, -1):
+        t = L - 1 - s if reverse else s
+        n = min(batch_sizes[t], N)
+        for m in range(n, N):
+            da[s, m, :] = 0.0
+            if ln:
+                dv[s, m, :] = 0.0
+        if n == 0:
+            continue
+        for m in range(n):
+            dam, dhm, dom = da[s, m], dh[m], d_output[t, m]
+            h_new = h_tilde[s, m] if zoned else hs[s + 1, m]  # act' is read off h̃
+            # δh̃ = (1 - d) ⊙ δh' (into da for now); dh keeps d ⊙ δh' (the straight path)
+            if zone_mask:
+                d = zoneout_mask[s, m]
+                for j in range(H):
+                    total = dhm[j] + dom[j]  # from the next step and from the output
+                    dam[j] = (one - d[j]) * total
+                    dhm[j] = d[j] * total
+            elif zone_eval:
+                for j in range(H):
+                    total = dhm[j] + dom[j]
+                    dam[j] = (one - p) * total
+                    dhm[j] = p * total
+            else:
+                for j in range(H):
+                    dam[j] = dhm[j] + dom[j]
+            if relu:
+                for j in range(H):  # relu' = 1 where the output is positive
+                    dam[j] = dam[j] if h_new[j] > zero else zero
+            else:
+                for j in range(H):  # tanh' = 1 - tanh²
+                    dam[j] = dam[j] * (one - h_new[j] * h_new[j])
+            if ln:  # δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)
+                v_hat = ln_hh[s, m]
+                for j in range(H):
+                    dw_ln_hh[j] += dam[j] * v_hat[j]
+                _normalize_row_backward(dam, w_ln_hh, v_hat, rstd_hh[s, m], dv[s, m], H)
+        step_product(gemm, dv[s] if ln else da[s], n, w_hh_panels, dhw)  # δv W_hh: (n, H)
+        # δh = q ⊙ (δv W_hh) + d ⊙ δh' (the straight part, kept in dh above)
+        for m in range(n):
+            dhm, dhwm = dh[m], dhw[m]
+            if drop:
+                q = recurrent_mask[m]
+                if zoned:
+                    for j in range(H):
+                        dhm[j] += q[j] * dhwm[j]
+                else:
+                    for j in range(H):
+                        dhm[j] = q[j] * dhwm[j]
+            elif zoned:
+                for j in range(H):
+                    dhm[j] += dhwm[j]
+            else:
+                for j in range(H):
+                    dhm[j] = dhwm[j]
