@@ -5,12 +5,14 @@ The shapes are computed, not recited: the layer is built and run on zeros.
 Example:
     rnnkit explain lstm --input-size 10 --hidden-size 20 --num-layers 2 --seq-len 5 --batch 3
     rnnkit explain gru --seq-len 5 --batch 3 --lengths 5,0,2 --padding-side left
+    rnnkit explain lstm --layer-norm --zoneout 0.1 --peepholes   # cell options (beyond torch)
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ._argtypes import fraction as _fraction
 from ._argtypes import positive_int as _positive
 
 _EQUATIONS = {
@@ -31,6 +33,82 @@ _EQUATIONS = {
     "rnn": ["h_t = ACT(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)"],
 }
 _ROWS = {"lstm": "rows i|f|g|o", "gru": "rows r|z|n", "rnn": "one block"}
+_GATES = {"lstm": "ifgo", "gru": "rzn", "rnn": ""}
+
+
+def _options_equations(kind: str, layer_norm: bool, dropout: bool, zoneout: bool,
+                       peepholes: bool, proj: bool) -> list[str]:
+    """The step's equations with the cell options (API.md "Cell options (beyond torch)");
+    with every option off, ``_EQUATIONS[kind]`` (and the projection line) exactly."""
+    h = "(m ⊙ h_{t-1})" if dropout else "h_{t-1}"  # what W_hh reads
+    new_h = "h̃_t" if zoneout else "h_t"  # the step's own new state, before zoneout
+    lines = []
+    if layer_norm:
+        G = {"lstm": "4H", "gru": "3H", "rnn": "H"}[kind]
+        if kind == "gru":
+            lines += [f"a_t = LN(W_ih x_t) ⊙ γ_ih + b_ih          ({G} entries, {_ROWS[kind]})",
+                      f"b_t = LN(W_hh {h}) ⊙ γ_hh + b_hh"]
+        elif kind == "lstm":
+            lines.append(f"a_t = LN(W_ih x_t) ⊙ γ_ih + b_ih + LN(W_hh {h}) ⊙ γ_hh + b_hh"
+                         f"   ({G} entries, {_ROWS[kind]})")
+
+    def pre(gate: str) -> str:  # a gate's pre-activation
+        if layer_norm:
+            return f"a_{gate}"
+        return f"W_i{gate} x_t + b_i{gate} + W_h{gate} {h} + b_h{gate}"
+
+    if kind == "lstm":
+        peep = {g: (f" + p_{g} ⊙ c_{{t-1}}" if peepholes else "") for g in "if"}
+        gates = [f"i_t = σ({pre('i')}{peep['i']})", f"f_t = σ({pre('f')}{peep['f']})",
+                 f"g_t = tanh({pre('g')})"]
+        o = f"o_t = σ({pre('o')}" + (" + p_o ⊙ c_t)" if peepholes else ")")
+        c = "c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t"
+        # with peepholes o_t reads c_t, so it comes after it
+        lines += gates + ([c, o] if peepholes else [o, c])
+        cell = "LN(c_t) ⊙ γ_c + β_c" if layer_norm else "c_t"
+        lines.append(f"{new_h} = o_t ⊙ tanh({cell})")
+    elif kind == "gru":
+        if layer_norm:
+            lines += ["r_t = σ(a_r + b_r)", "z_t = σ(a_z + b_z)", "n_t = tanh(a_n + r_t ⊙ b_n)"]
+        else:
+            lines += [f"r_t = σ({pre('r')})", f"z_t = σ({pre('z')})",
+                      f"n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn {h} + b_hn))"]
+        lines.append(f"{new_h} = (1 - z_t) ⊙ n_t + z_t ⊙ h_{{t-1}}")
+    else:
+        inner = f"LN(W_ih x_t) ⊙ γ_ih + b_ih + LN(W_hh {h}) ⊙ γ_hh + b_hh" if layer_norm \
+            else f"W_ih x_t + b_ih + W_hh {h} + b_hh"
+        lines.append(f"{new_h} = ACT({inner})")
+    if proj:
+        lines.append(f"{new_h} = W_hr {new_h}" + ("           " if zoneout else "            ")
+                     + "(projection to proj_size)")
+    if zoneout:
+        lines.append("h_t = d_t ⊙ h_{t-1} + (1 - d_t) ⊙ h̃_t")
+    return lines
+
+
+def _options_notes(kind: str, layer) -> list[list[str]]:
+    """What the symbols the options bring mean: one note per option, in lines."""
+    notes = []
+    if layer.layer_norm:
+        notes.append(["LN(v) = (v - mean(v)) / sqrt(var(v) + 1e-5) over all entries of v",
+                      "(one sequence at one step, biased variance); gains γ start at 1"
+                      + (", β_c at 0" if kind == "lstm" else "")])
+    if layer.recurrent_dropout:
+        p = layer.recurrent_dropout
+        notes.append([f"m: recurrent dropout = {p} (training only): a keep-mask (N, H_out) "
+                      "drawn once per call",
+                      f"and layer-direction, entries 0 or 1/(1 - {p}); in eval m = 1, "
+                      "i.e. W_hh h_{t-1}"])
+    if layer.zoneout:
+        p = layer.zoneout
+        notes.append([f"d_t: zoneout = {p} (training): a mask (N, H_out) drawn each step, "
+                      f"P(d = 1) = {p}",
+                      "eval: h_t = zoneout ⊙ h_{t-1} + (1 - zoneout) ⊙ h̃_t "
+                      f"= {p} ⊙ h_{{t-1}} + {1 - p:g} ⊙ h̃_t"])
+    if layer.peepholes:
+        notes.append(["p_i, p_f, p_o: peephole weights (H,) each, weight_ph rows p_i|p_f|p_o;",
+                      "they read the raw c (not its layer norm)"])
+    return notes
 
 
 def _lengths(text: str) -> list[int]:
@@ -60,10 +138,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--padding-side", choices=["right", "left"], default="right",
                         help="with --lengths: where the padding is; left: each sequence's "
                              "real steps are the last lengths[b] of the time axis")
+    options = parser.add_argument_group("cell options (beyond torch)")
+    options.add_argument("--layer-norm", action="store_true",
+                         help="layer_norm=True: layer-normalize both projections (and the "
+                              "LSTM's c_t)")
+    options.add_argument("--recurrent-dropout", type=_fraction, default=0.0, metavar="P",
+                         help="recurrent_dropout=P: drop h_{t-1} where W_hh reads it "
+                              "(training)")
+    options.add_argument("--zoneout", type=_fraction, default=0.0, metavar="P",
+                         help="zoneout=P: keep each unit of h_{t-1} with probability P")
+    options.add_argument("--peepholes", action="store_true",
+                         help="peepholes=True (lstm only): c feeds the i, f and o gates")
 
 
-def _row(name: str, shape, meaning: str) -> str:
-    return f"  {name:<22} {str(tuple(shape)):<16} {meaning}"
+def _row(name: str, shape, meaning: str, width: int = 22) -> str:
+    return f"  {name:<{width}} {str(tuple(shape)):<16} {meaning}"
 
 
 def explain(args: argparse.Namespace) -> str:
@@ -75,6 +164,12 @@ def explain(args: argparse.Namespace) -> str:
     kind = args.model
     kwargs = dict(num_layers=args.num_layers, bias=not args.no_bias,
                   batch_first=args.batch_first, bidirectional=args.bidirectional)
+    # the cell options only when set (the layer checks them, e.g. peepholes on a GRU)
+    for name, off in (("layer_norm", False), ("recurrent_dropout", 0.0), ("zoneout", 0.0),
+                      ("peepholes", False)):
+        value = getattr(args, name, off)
+        if value != off:
+            kwargs[name] = value
     if kind == "lstm":
         layer = nn.LSTM(args.input_size, args.hidden_size, proj_size=args.proj_size, **kwargs)
     else:
@@ -92,6 +187,9 @@ def explain(args: argparse.Namespace) -> str:
     x = np.zeros(x_shape, np.float32)
     h_0 = np.zeros((args.num_layers * D, N, H_out), np.float32)
     c_0 = np.zeros((args.num_layers * D, N, H), np.float32)
+    options = layer._options.any
+    if options:
+        layer.eval()  # shapes are the same either way; eval draws no masks
     with no_grad():
         result = layer(x, (h_0, c_0) if kind == "lstm" else h_0)
     output, state = result
@@ -107,9 +205,18 @@ def explain(args: argparse.Namespace) -> str:
     lines.append("")
     lines.append("Each step t of each layer computes:")
     act = args.nonlinearity
-    lines += ["    " + eq.replace("ACT", act) for eq in _EQUATIONS[kind]]
-    if kind == "lstm" and args.proj_size:
-        lines.append("    h_t = W_hr h_t            (projection to proj_size)")
+    if options:
+        equations = _options_equations(kind, layer.layer_norm, bool(layer.recurrent_dropout),
+                                       bool(layer.zoneout), layer.peepholes,
+                                       kind == "lstm" and bool(args.proj_size))
+        lines += ["    " + eq.replace("ACT", act) for eq in equations]
+        for k, note in enumerate(_options_notes(kind, layer)):
+            lines.append(("  where " if k == 0 else " " * 8) + note[0])
+            lines += [" " * 10 + more for more in note[1:]]
+    else:
+        lines += ["    " + eq.replace("ACT", act) for eq in _EQUATIONS[kind]]
+        if kind == "lstm" and args.proj_size:
+            lines.append("    h_t = W_hr h_t            (projection to proj_size)")
     lines += ["", "Tensors:"]
     lines.append(_row("input", x.shape, axes))
     lines.append(_row("h_0", h_0.shape, "(num_layers*num_directions, batch, "
@@ -124,6 +231,8 @@ def explain(args: argparse.Namespace) -> str:
     lines += ["", f"Parameters (init U(-1/sqrt({H}), 1/sqrt({H})) = "
                   f"U(-{1 / np.sqrt(H):.4f}, {1 / np.sqrt(H):.4f})):"]
     total = 0
+    # option names run longer (weight_ln_ih_l0_reverse): widen the column for them only
+    width = max([22] + [len(name) + 1 for name, _ in layer.named_parameters()])
     for name, p in layer.named_parameters():
         total += p.size
         if name.startswith("weight_ih"):
@@ -132,9 +241,19 @@ def explain(args: argparse.Namespace) -> str:
             meaning = f"W_hh, {_ROWS[kind]}; multiplies h_(t-1)"
         elif name.startswith("weight_hr"):
             meaning = "W_hr, projects h_t from hidden_size to proj_size"
+        elif name.startswith("weight_ln_ih"):
+            meaning = f"γ_ih, {_ROWS[kind]}; layer-norm gain of W_ih x_t (init 1)"
+        elif name.startswith("weight_ln_hh"):
+            meaning = f"γ_hh, {_ROWS[kind]}; layer-norm gain of W_hh h_(t-1) (init 1)"
+        elif name.startswith("weight_ln_c"):
+            meaning = "γ_c, layer-norm gain of c_t (init 1)"
+        elif name.startswith("bias_ln_c"):
+            meaning = "β_c, layer-norm bias of c_t (init 0)"
+        elif name.startswith("weight_ph"):
+            meaning = "p_i|p_f|p_o, peepholes from c_(t-1) (i, f) and c_t (o)"
         else:
             meaning = f"{name[:7]}, {_ROWS[kind]}"
-        lines.append(_row(name, p.shape, meaning))
+        lines.append(_row(name, p.shape, meaning, width))
     lines.append(f"  total parameters: {total:,}")
     if args.lengths is not None:
         lines += _explain_lengths(layer, x, h_0, c_0, args, kind == "lstm")

@@ -35,6 +35,12 @@ def export(module, path: str | os.PathLike, input, *, opset_version: int = 17,
     and output layout restored around them, so the graph computes what the layer's
     forward does in eval mode (no dropout).
 
+    Cell options (API.md "Cell options (beyond torch)"): an LSTM's ``peepholes=True``
+    becomes the operator's ``P`` input (D, 3*hidden_size), its rows reordered from
+    rnnkit's i|f|o to ONNX's i|o|f; ``recurrent_dropout`` does nothing in eval mode and
+    exports as a plain layer. ``layer_norm=True`` and ``zoneout > 0`` have no ONNX
+    operator: a ``ValueError`` naming the option, for a layer anywhere in ``module``.
+
     Args:
         module: an ``nn.LSTM``/``GRU``/``RNN``, or an ``nn.Sequential`` of ``Linear``,
             ``Embedding``, ``Dropout`` and ``Identity`` (a recurrent layer may come last).
@@ -54,7 +60,8 @@ def export(module, path: str | os.PathLike, input, *, opset_version: int = 17,
 
     Raises:
         ImportError: onnx is not installed.
-        ValueError: a module or option the export cannot express (e.g. ``proj_size``).
+        ValueError: a module or option the export cannot express (``proj_size``,
+            ``layer_norm=True``, ``zoneout > 0``); the message names it.
 
     Example:
         >>> import os, tempfile, onnx, rnnkit
@@ -81,6 +88,11 @@ def load_weights(path: str | os.PathLike, *, name: str | None = None):
     ``Concat``, ``Unsqueeze``, ``Transpose``, ``Cast``, ... as ``torch.onnx.export``
     writes for an ``LSTMCell``).
 
+    An LSTM node's peephole input ``P`` (ONNX rows i|o|f) loads as ``peepholes=True``
+    with ``weight_ph_l{k}`` in rnnkit's rows i|f|o; in a stack where only some nodes have
+    ``P``, the others get zero peepholes (the same function). An all-zero ``P`` on every
+    node of a stack loads as a plain LSTM.
+
     Consecutive nodes where each reads the previous one's output (as the layers of
     ``rnnkit.onnx.export`` or ``torch.onnx.export`` do) become one multi-layer module;
     a leading ``Transpose`` from the graph input marks ``batch_first``.
@@ -102,8 +114,10 @@ def load_weights(path: str | os.PathLike, *, name: str | None = None):
         ValueError: no recurrent node (the message names LSTM/GRU/RNN nodes of other
             domains, if any); ``name`` names none (or several) of them (the message lists
             the recurrent nodes, with their op type and graph); weights computed from graph
-            inputs rather than stored; or an operator variant torch has no layer for
-            (peepholes, clipping, ``linear_before_reset=0``).
+            inputs rather than stored; an operator variant rnnkit has no layer for
+            (clipping, ``input_forget=1``, ``direction="reverse"``,
+            ``linear_before_reset=0``, other activations); or an input of the wrong shape
+            or beyond the operator's (the message names it).
 
     Example:
         >>> import os, tempfile, numpy as np, rnnkit

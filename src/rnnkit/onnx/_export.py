@@ -46,6 +46,34 @@ def _kind(module) -> str:
     return type(module).__name__
 
 
+# rnnkit's peephole rows i|f|o -> ONNX's P rows i|o|f (ONNX block k is rnnkit block k here)
+_PEEPHOLE_ORDER = [0, 2, 1]
+
+
+def _refuse_options(module) -> None:
+    """A ``ValueError`` naming the first cell option of a recurrent layer in ``module`` (itself
+    or any submodule) that ONNX's operators cannot express: layer norm and zoneout.
+    Peepholes export as the LSTM operator's ``P``; recurrent dropout does nothing in eval."""
+    from ..nn.modules.rnn import RNNBase
+
+    for path, m in module.named_modules():
+        if not isinstance(m, RNNBase):
+            continue
+        op = "RNN" if m.mode.startswith("RNN") else m.mode
+        where = "" if not path else f" (module {path!r} of the {_kind(module)})"
+        if m.layer_norm:
+            raise ValueError(
+                f"cannot export layer_norm=True to ONNX{where}: ONNX's {op} operator has no "
+                "layer normalization; export a layer built with layer_norm=False"
+            )
+        if m.zoneout:
+            raise ValueError(
+                f"cannot export zoneout={m.zoneout} to ONNX{where}: ONNX's {op} operator has "
+                "no zoneout (in eval mode h_t = zoneout * h_{t-1} + (1 - zoneout) * h~_t, "
+                "which its recurrence cannot express); export a layer built with zoneout=0"
+            )
+
+
 def _recurrent(g: _Graph, rnn, x: str, h_0, c_0, seq_lens, unbatched: bool):
     """Emit ``rnn`` on ``x`` (L, N, H_in) or batch-first; returns (output, h_n, c_n)."""
     mode = "RNN" if rnn.mode.startswith("RNN") else rnn.mode
@@ -91,6 +119,9 @@ def _recurrent(g: _Graph, rnn, x: str, h_0, c_0, seq_lens, unbatched: bool):
                     state, g.const("start", np.array([D * layer], np.int64)),
                     g.const("end", np.array([D * (layer + 1)], np.int64)),
                     g.const("axes", np.array([0], np.int64))]))
+        if mode == "LSTM" and rnn.peepholes:  # P (D, 3H), ONNX rows p_i|p_o|p_f
+            P = np.stack([reorder(params[f"weight_ph{s}"], _PEEPHOLE_ORDER) for s in names])
+            inputs.append(g.weight(f"P_l{layer}", P))
         while inputs[-1] == "":
             inputs.pop()
         outs = g.op(mode, inputs, 3 if mode == "LSTM" else 2, **attrs)
@@ -150,6 +181,8 @@ def export(module, path, input, *, opset_version=17, initial_states=False,
     else:
         raise TypeError(f"input must be an example array or its shape (a tuple of ints), got "
                         f"{type(input).__name__}")
+    if hasattr(module, "named_modules"):
+        _refuse_options(module)
     chain = list(module) if _kind(module) == "Sequential" else [module]
     if not chain:
         raise ValueError("cannot export an empty Sequential")

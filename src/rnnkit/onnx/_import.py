@@ -24,6 +24,12 @@ _PASS_THROUGH = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dr
 # so load_weights evaluates these (with onnx's reference implementation) to reach the values
 _FOLDABLE = {"Constant", "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
              "Transpose", "Concat", "Slice", "Split", "Gather"}
+# the inputs each operator defines, in order (ONNX's LSTM/GRU/RNN specs)
+_INPUTS = {"LSTM": ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"],
+           "GRU": ["X", "W", "R", "B", "sequence_lens", "initial_h"],
+           "RNN": ["X", "W", "R", "B", "sequence_lens", "initial_h"]}
+# ONNX's peephole rows p_i|p_o|p_f <-> rnnkit's p_i|p_f|p_o (the swap is its own inverse)
+_PEEPHOLE_ORDER = [0, 2, 1]
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
                         "RNN": ["Tanh"]}
 
@@ -143,6 +149,10 @@ class _Layer:
         where = f"{node.op_type} node {_label(node)!r}"
         if scope.parent is not None:
             where += f" ({scope.describe()})"
+        if len(node.input) > len(_INPUTS[self.mode]):
+            raise ValueError(f"{where} has {len(node.input)} inputs; ONNX's {self.mode} "
+                             f"operator defines {len(_INPUTS[self.mode])} "
+                             f"({', '.join(_INPUTS[self.mode])})")
         self.direction = _text(attrs.get("direction", b"forward"))
         if self.direction not in ("forward", "bidirectional"):
             raise ValueError(f"{where} runs direction={self.direction!r}; torch layers run "
@@ -183,10 +193,7 @@ class _Layer:
         W, R, B = constant(1, "W"), constant(2, "R"), constant(3, "B")
         if W is None or R is None:
             raise ValueError(f"{where} has no W or R input")
-        if self.mode == "LSTM":
-            P = constant(7, "P")
-            if P is not None and np.any(P):
-                raise ValueError(f"{where} has peephole weights P, which torch's LSTM lacks")
+        P = constant(7, "P") if self.mode == "LSTM" else None
         G = W.shape[1] if W.ndim == 3 else -1
         self.hidden_size = int(attrs.get("hidden_size", R.shape[-1]))
         H = self.hidden_size
@@ -197,6 +204,12 @@ class _Layer:
                 f"expected ({D}, {GATES[self.mode] * H}, input_size), ({D}, "
                 f"{GATES[self.mode] * H}, {H}), ({D}, {2 * GATES[self.mode] * H})"
             )
+        if P is not None and P.shape != (D, 3 * H):
+            raise ValueError(f"{where} has peephole weights P {P.shape}; expected "
+                             f"(num_directions, 3*hidden_size) = ({D}, {3 * H})")
+        # an all-zero P is no peephole: the layer loads plain (torch's), unless its stack
+        # has peepholes elsewhere
+        self.peepholes = P is not None and bool(np.any(P))
         self.D, self.input_size = D, int(W.shape[2])
         self.bias = B is not None
         dtype = W.dtype if W.dtype in (np.float32, np.float64) else np.dtype(np.float32)
@@ -207,6 +220,9 @@ class _Layer:
             w = {"weight_ih": reorder(W[d], order), "weight_hh": reorder(R[d], order)}
             if B is not None:
                 w["bias_ih"], w["bias_hh"] = reorder(B[d, :G], order), reorder(B[d, G:], order)
+            if self.mode == "LSTM":  # zeros without P, kept for a stack with peepholes
+                w["weight_ph"] = np.zeros(3 * H, W.dtype) if P is None else \
+                    reorder(P[d], _PEEPHOLE_ORDER)
             self.weights.append({k: v.astype(self.dtype) for k, v in w.items()})
 
     def continues(self, other: _Layer) -> bool:
@@ -249,6 +265,9 @@ def _build(chain: list[_Layer], batch_first: bool):
     first = chain[0]
     kwargs = {"num_layers": len(chain), "bias": first.bias, "batch_first": batch_first,
               "bidirectional": first.D == 2, "dtype": first.dtype}
+    peepholes = any(layer.peepholes for layer in chain)
+    if peepholes:
+        kwargs["peepholes"] = True
     if first.mode == "RNN":
         kwargs["nonlinearity"] = first.nonlinearity
     module = getattr(nn, first.mode)(first.input_size, first.hidden_size, **kwargs)
@@ -256,7 +275,8 @@ def _build(chain: list[_Layer], batch_first: bool):
     for k, layer in enumerate(chain):
         for d, weights in enumerate(layer.weights):
             for name, value in weights.items():
-                state[name + layer_suffix(k, d)] = value
+                if name != "weight_ph" or peepholes:
+                    state[name + layer_suffix(k, d)] = value
     module.load_state_dict(state)
     return module
 
