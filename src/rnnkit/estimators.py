@@ -31,7 +31,8 @@ __all__ = ["RNNClassifier", "RNNRegressor"]
 # the estimators' hyper-parameters that are settings of `rnnkit train` (same names)
 _SETTINGS = ("model", "hidden_size", "num_layers", "bidirectional", "dropout", "patch",
              "pool", "epochs", "batch_size", "lr", "optimizer", "lr_decay", "weight_decay",
-             "noise", "clip", "val_fraction")
+             "noise", "clip", "val_fraction", "layer_norm", "recurrent_dropout", "zoneout",
+             "peepholes")
 
 _TAGS = {
     "capability:multivariate": True,
@@ -71,6 +72,8 @@ class _RNNEstimator:
                  batch_size: int = 32, lr: float | None = None, optimizer: str = "adam",
                  lr_decay: float = 0.95, weight_decay: float | None = None,
                  noise: float = 0.3, clip: float = 1.0, val_fraction: float = 0.0,
+                 layer_norm: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0, peepholes: bool = False,
                  random_state=None, verbose: bool = False):
         self.model = model
         self.hidden_size = hidden_size
@@ -88,6 +91,10 @@ class _RNNEstimator:
         self.noise = noise
         self.clip = clip
         self.val_fraction = val_fraction
+        self.layer_norm = layer_norm
+        self.recurrent_dropout = recurrent_dropout
+        self.zoneout = zoneout
+        self.peepholes = peepholes
         self.random_state = random_state
         self.verbose = verbose
         super().__init__()
@@ -135,6 +142,15 @@ class RNNClassifier(_RNNEstimator, BaseClassifier):
         clip: clip the gradient norm to this; 0: never. Default: 1.0
         val_fraction: part of each class held out to choose the best epoch; 0: none,
             the last epoch is kept. Default: 0.0
+        layer_norm: layer-normalize each step's gate projections (and the LSTM's cell
+            state); ``rnnkit train --layer-norm``. Default: False
+        recurrent_dropout: in training, the probability of dropping a unit of
+            h_{t-1} where the recurrence reads it (one mask per series and layer);
+            ``--recurrent-dropout``. Default: 0.0
+        zoneout: in training, the probability of keeping a unit of h_{t-1} instead of
+            updating it; ``--zoneout``. Default: 0.0
+        peepholes: the LSTM's cell state feeds its gates (``model="lstm"`` only);
+            ``--peepholes``. Default: False
         random_state: an int seed (``rnnkit train --seed``), a ``RandomState`` or None.
         verbose: print ``rnnkit train``'s epoch lines. Default: False
 

@@ -13,6 +13,11 @@ from .nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_seque
 __all__ = ["SequenceClassifier", "SequenceRegressor"]
 
 _LAYERS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+# the layers' cell options (API.md "Cell options (beyond torch)") and their off values:
+# a model's config names only those that are set, so a model without them saves the
+# config it always did, and files saved before the options existed load as they are
+_CELL_OPTIONS = {"layer_norm": False, "recurrent_dropout": 0.0, "zoneout": 0.0,
+                 "peepholes": False}
 
 
 def _patches(x, lengths, p: int):
@@ -31,8 +36,19 @@ def _patches(x, lengths, p: int):
     return x, lengths
 
 
+def _cell_options_set(rnn) -> dict:
+    """The recurrent layer's cell options that are set (not off), for ``config()``."""
+    chosen = {}
+    for name, off in _CELL_OPTIONS.items():
+        value = getattr(rnn, name)
+        if value != off:
+            chosen[name] = bool(value) if isinstance(off, bool) else float(value)
+    return chosen
+
+
 def _build_reader(self, input_size, num_outputs, model, hidden_size, num_layers,
-                  bidirectional, dropout, dtype, mean, std, patch, pool) -> None:
+                  bidirectional, dropout, dtype, mean, std, patch, pool,
+                  options: dict) -> None:
     """The recurrent reader and linear head that both models share, built on ``self``."""
     if model not in _LAYERS:
         raise ValueError(f"model must be one of {sorted(_LAYERS)}, got {model!r}")
@@ -47,7 +63,7 @@ def _build_reader(self, input_size, num_outputs, model, hidden_size, num_layers,
     # torch warns about dropout with one layer: there is nothing between layers
     self.rnn = layer(patch * input_size, hidden_size, num_layers=num_layers, batch_first=True,
                      dropout=dropout if num_layers > 1 else 0.0,
-                     bidirectional=bidirectional, dtype=dtype)
+                     bidirectional=bidirectional, dtype=dtype, **options)
     self.dropout = nn.Dropout(dropout)
     D = 2 if bidirectional else 1
     features = (2 if pool == "both" else 1) * D * hidden_size
@@ -96,6 +112,9 @@ class SequenceClassifier(nn.Module):
             ``"mean"``, the last layer's outputs averaged over each series' steps, or
             ``"both"``, the two side by side.
             Default: ``"last"``
+        layer_norm, recurrent_dropout, zoneout, peepholes: the recurrent layer's cell
+            options (API.md "Cell options (beyond torch)"; ``peepholes``: LSTM only),
+            passed to it as they are; ``config()`` names those that are set. Default: off
 
     Shape:
         input: (N, L, C), zero-padded after each series' end; lengths: (N,) or None
@@ -115,13 +134,17 @@ class SequenceClassifier(nn.Module):
                  hidden_size: int = 64, num_layers: int = 1, bidirectional: bool = True,
                  dropout: float = 0.0, dtype=None, classes: Sequence[str] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 patch: int = 1, pool: str = "last"):
+                 patch: int = 1, pool: str = "last", *, layer_norm: bool = False,
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0,
+                 peepholes: bool = False):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
                 or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         _build_reader(self, input_size, num_classes, model, hidden_size, num_layers,
-                      bidirectional, dropout, dtype, mean, std, patch, pool)
+                      bidirectional, dropout, dtype, mean, std, patch, pool,
+                      dict(layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
+                           zoneout=zoneout, peepholes=peepholes))
         self.num_classes = int(num_classes)
         if classes is None:
             classes = [str(k) for k in range(num_classes)]
@@ -140,7 +163,7 @@ class SequenceClassifier(nn.Module):
             "dtype": self.dtype.name, "classes": list(self.classes),
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
-            "patch": self.patch, "pool": self.pool,
+            "patch": self.patch, "pool": self.pool, **_cell_options_set(rnn),
         }
 
     def extra_repr(self) -> str:
@@ -210,7 +233,8 @@ class SequenceRegressor(nn.Module):
 
     Args:
         input_size, model, hidden_size, num_layers, bidirectional, dropout, dtype,
-        mean, std, patch, pool: as for :class:`SequenceClassifier`.
+        mean, std, patch, pool, layer_norm, recurrent_dropout, zoneout, peepholes: as for
+            :class:`SequenceClassifier`.
         target_mean, target_std: the training targets' mean and standard deviation.
             Default: 0.0, 1.0
 
@@ -231,10 +255,14 @@ class SequenceRegressor(nn.Module):
                  num_layers: int = 1, bidirectional: bool = True, dropout: float = 0.0,
                  dtype=None, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, patch: int = 1, pool: str = "last",
-                 target_mean: float = 0.0, target_std: float = 1.0):
+                 target_mean: float = 0.0, target_std: float = 1.0, *,
+                 layer_norm: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0, peepholes: bool = False):
         super().__init__()
         _build_reader(self, input_size, 1, model, hidden_size, num_layers, bidirectional,
-                      dropout, dtype, mean, std, patch, pool)
+                      dropout, dtype, mean, std, patch, pool,
+                      dict(layer_norm=layer_norm, recurrent_dropout=recurrent_dropout,
+                           zoneout=zoneout, peepholes=peepholes))
         if not (np.isfinite(target_std) and target_std > 0 and np.isfinite(target_mean)):
             raise ValueError("target_mean must be finite and target_std positive, got "
                              f"{target_mean}, {target_std}")
@@ -251,7 +279,7 @@ class SequenceRegressor(nn.Module):
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
             "patch": self.patch, "pool": self.pool, "target_mean": self.target_mean,
-            "target_std": self.target_std,
+            "target_std": self.target_std, **_cell_options_set(rnn),
         }
 
     def extra_repr(self) -> str:

@@ -5,7 +5,9 @@ input noise 0.3, Adam lr 5e-3 decayed 0.95 per epoch, 60 epochs) on JapaneseVowe
 (aeon's copy, read offline): about 98% test accuracy in under a minute on 2 cores.
 The head reads the final states and the last layer's outputs averaged over every
 step (--pool both), and a series longer than 32 steps is read in patches of
-consecutive steps (--patch).
+consecutive steps (--patch). The recurrent layer's cell options are off unless asked
+for: --layer-norm, --recurrent-dropout P, --zoneout P and (LSTM only) --peepholes
+(docs/cell_options.md).
 
 The model of the last epoch is kept. With --val-fraction F, each epoch is scored on
 a stratified validation split of F of the training set, and the weights of the best
@@ -26,6 +28,7 @@ Examples:
   rnnkit train --dataset BasicMotions --batch-size 8
   rnnkit train --data MyProblem_TRAIN.ts        (MyProblem_TEST.ts beside it is the test set)
   rnnkit train --resume runs/gru --epochs 40
+  rnnkit train --layer-norm --zoneout 0.1 --out runs/ln-zoneout
 """
 
 from __future__ import annotations
@@ -76,7 +79,13 @@ DEFAULTS = {
     "dtype": "float32",
     "patch": None,  # the smallest that reads every series in at most _MAX_STEPS steps
     "pool": "both",
+    # the layer's cell options (API.md "Cell options (beyond torch)"): off by default
+    "layer_norm": False,
+    "recurrent_dropout": 0.0,
+    "zoneout": 0.0,
+    "peepholes": False,
 }
+_CELL_OPTIONS = ("layer_norm", "recurrent_dropout", "zoneout", "peepholes")
 _LR = {"adam": 5e-3, "adamw": 5e-3, "sgd": 0.05}
 _MAX_STEPS = 32  # --patch's default: at most this many recurrent steps per series
 # may differ between an interrupted run and its resumption
@@ -127,6 +136,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--pool", choices=["last", "mean", "both"],
                        help="classify from the final states, the outputs averaged over "
                             f"every step, or both side by side (default {d['pool']})")
+    model.add_argument("--layer-norm", action=argparse.BooleanOptionalAction,
+                       help="layer-normalize each step's two gate projections (and the "
+                            "LSTM's cell state) (default: no)")
+    model.add_argument("--recurrent-dropout", type=_fraction, metavar="P",
+                       help="in training, drop units of h_{t-1} where the recurrence reads "
+                            "it, one mask per series and layer (default "
+                            f"{d['recurrent_dropout']}: none)")
+    model.add_argument("--zoneout", type=_fraction, metavar="P",
+                       help="in training, keep each unit of h_{t-1} instead of updating it "
+                            f"with probability P (default {d['zoneout']}: none)")
+    model.add_argument("--peepholes", action=argparse.BooleanOptionalAction,
+                       help="the LSTM's cell state feeds its input, forget and output "
+                            "gates; --model lstm only (default: no)")
 
     fit = parser.add_argument_group("training")
     fit.add_argument("--epochs", type=_positive_int, help=f"default {d['epochs']}")
@@ -286,6 +308,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
             settings["data"] = str(Path(settings["data"]).resolve())
             if settings["test"] is not None:
                 settings["test"] = str(Path(settings["test"]).resolve())
+        _check_options(settings)
         out = Path(args.out) if args.out is not None else _default_out()
         return settings, None, None, out
     out = Path(args.resume)
@@ -294,7 +317,8 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
     if not out.is_dir():
         raise FileNotFoundError(f"no run to resume: {out} is not a folder")
     meta, arrays = _load_checkpoint(out / CHECKPOINT)
-    settings = dict(meta["settings"])
+    # runs checkpointed before the cell options existed had them off
+    settings = {**{key: DEFAULTS[key] for key in _CELL_OPTIONS}, **meta["settings"]}
     for key, value in given.items():
         if key in ("data", "test") and value is not None:
             value = str(Path(value).resolve())
@@ -304,7 +328,15 @@ def _resolve(args: argparse.Namespace) -> tuple[dict, dict | None, dict | None, 
                              f"({settings.get(key)}); resume with the same settings "
                              "(only --epochs may change)")
         settings[key] = value
+    _check_options(settings)
     return settings, meta, arrays, out
+
+
+def _check_options(settings: dict) -> None:
+    """The combinations of options that argparse cannot refuse on its own."""
+    if settings["peepholes"] and settings["model"] != "lstm":
+        raise ValueError(f"--peepholes needs --model lstm: peepholes read the LSTM's cell "
+                         f"state, which --model {settings['model']} does not have")
 
 
 # ---------------------------------------------------------------- the job
@@ -546,6 +578,7 @@ def _start_training(settings: dict, data: _Data, meta: dict | None, arrays: dict
                                             "bidirectional", "dropout", "dtype")}
     # (runs checkpointed before these settings existed used their defaults)
     shape.update(patch=_patch(settings.get("patch", 1), data), pool=settings.get("pool", "last"))
+    shape.update({key: settings.get(key, DEFAULTS[key]) for key in _CELL_OPTIONS})
     if data.classes is None:
         model = SequenceRegressor(data.num_channels, **shape, mean=data.mean.tolist(),
                                   std=data.std.tolist(), target_mean=data.target[0],
