@@ -35,7 +35,8 @@ absent option's array is empty, its first axis 0)::
                                                 (training) or 1 slot (inference)
     w_hn_h           (K, N, H)      processing  b_n, what r scales
     output           (L, N, H)      time        h' of every step
-    hw               (N, G'NR)      -           h̄ W_hh^T of the step, then b (past G: zero)
+    hw               (N, G'NR)      -           h̄ W_hh^T of the step (past G: zero); with
+                                                layer norm LN(v) γ_hh, in place
     h_rec            (N, H)         -           h̄ = q ⊙ h of the step; (0, 0) without q
     d_output         (L, N, H)      time        dL/d output
     dh               (N, H)         -           dL/dh carried from step to step
@@ -116,6 +117,142 @@ def _normalize_row_backward(dy, gamma, v_hat, rstd, dv, K):
         dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
 
 
+# ---------------------------------------------------------------- one row of a step
+# The step loops call these per row: small functions keep each loop simple enough for
+# LLVM to vectorize (options_lstm.py; zoneout's and the masks' as there)
+
+
+@njit(**_OPTS)
+def _normalize_scaled(hwm, v_hat, w_ln_hh, G):
+    """v̂ = LN(v) into v_hat, hw ← v̂ γ_hh in place; returns r."""
+    rstd = _normalize_row(hwm, v_hat, G)
+    for k in range(G):
+        hwm[k] = v_hat[k] * w_ln_hh[k]
+    return rstd
+
+
+@njit(**_OPTS)
+def _gru_cell_backward(gm, dh_tm, h_prev, b_n, dxwm, dbm, H):
+    """δa (dxwm) and δb = [δa_r | δa_z | r ⊙ δa_n] (dbm) from δh̃; one written array
+    region per loop, so that each vectorizes."""
+    one = gm.dtype.type(1)
+    for j in range(H):  # h̃ = (1-z) n + z h; n = tanh(·), tanh' = 1 - n²
+        z, n_gate = gm[H + j], gm[2 * H + j]
+        dxwm[2 * H + j] = dh_tm[j] * (one - z) * (one - n_gate * n_gate)  # δa_n
+    for j in range(H):  # a_n + r ⊙ b_n; σ' = σ(1 - σ)
+        r = gm[j]
+        dxwm[j] = dxwm[2 * H + j] * b_n[j] * r * (one - r)  # δa_r
+    for j in range(H):
+        z = gm[H + j]
+        dxwm[H + j] = dh_tm[j] * (h_prev[j] - gm[2 * H + j]) * z * (one - z)  # δa_z
+    for k in range(2 * H):
+        dbm[k] = dxwm[k]
+    for j in range(H):
+        dbm[2 * H + j] = dxwm[2 * H + j] * gm[j]
+
+
+@njit(**_OPTS)
+def _to_previous_h(dhm, dhwm, q, drop, dh_tm, gm, zoned, H):
+    """δh = q ⊙ (δv W_hh) + z ⊙ δh̃, added to dhm (zoneout's straight part) or set."""
+    if drop:
+        for j in range(H):
+            dhwm[j] = q[j] * dhwm[j]
+    if zoned:
+        for j in range(H):
+            dhm[j] += dhwm[j] + dh_tm[j] * gm[H + j]
+    else:
+        for j in range(H):
+            dhm[j] = dhwm[j] + dh_tm[j] * gm[H + j]
+
+
+@njit(**_OPTS)
+def _masked(q, h, h_rec, P):
+    """h̄ = q ⊙ h."""
+    for j in range(P):
+        h_rec[j] = q[j] * h[j]
+
+
+@njit(**_OPTS)
+def _zoneout(d, h_prev, h_new, P):
+    """h' = d ⊙ h + (1 - d) ⊙ h̃, over h_new in place."""
+    one = h_new.dtype.type(1)
+    for j in range(P):
+        h_new[j] = d[j] * h_prev[j] + (one - d[j]) * h_new[j]
+
+
+@njit(**_OPTS)
+def _zoneout_eval(p, h_prev, h_new, P):
+    """h' = p h + (1 - p) h̃, over h_new in place."""
+    one = h_new.dtype.type(1)
+    for j in range(P):
+        h_new[j] = p * h_prev[j] + (one - p) * h_new[j]
+
+
+@njit(**_OPTS)
+def _split_zoneout(dhm, dom, d, dh_tilde, P):
+    """δh' = δh + δoutput; δh̃ = (1 - d) ⊙ δh', and d ⊙ δh' (the straight path to h)
+    left in dhm."""
+    one = dhm.dtype.type(1)
+    for j in range(P):
+        total = dhm[j] + dom[j]
+        dh_tilde[j] = (one - d[j]) * total
+        dhm[j] = d[j] * total
+
+
+@njit(**_OPTS)
+def _split_zoneout_eval(dhm, dom, p, dh_tilde, P):
+    """``_split_zoneout`` with d = p."""
+    one = dhm.dtype.type(1)
+    for j in range(P):
+        total = dhm[j] + dom[j]
+        dh_tilde[j] = (one - p) * total
+        dhm[j] = p * total
+
+
+@njit(**_OPTS)
+def _sum_into(dst, a, b, P):
+    """dst = a + b (dst may be a)."""
+    for j in range(P):
+        dst[j] = a[j] + b[j]
+
+
+@njit(**_OPTS)
+def _add_to(dst, src, P):
+    for j in range(P):
+        dst[j] += src[j]
+
+
+@njit(**_OPTS)
+def _masked_add_to(dst, q, src, P):
+    """dst += q ⊙ src."""
+    for j in range(P):
+        dst[j] += q[j] * src[j]
+
+
+@njit(**_OPTS)
+def _recurrent_backward(dam, v_hat, rstd, w_ln_hh, dvm, dw_ln_hh, G):
+    """δv = LN backward of δb ⊙ γ_hh (dam = δb); δγ_hh = Σ δb ⊙ LN(v)."""
+    for k in range(G):
+        dw_ln_hh[k] += dam[k] * v_hat[k]
+    _normalize_row_backward(dam, w_ln_hh, v_hat, rstd, dvm, G)
+
+
+@njit(**_OPTS)
+def _gru_cell(gm, hwm, b_hh, b_n, h_prev, h_new, H):
+    """One row: the gates r, z, n over gm in place (a on entry), b_n (what r scales) and
+    h̃ = (1 - z) ⊙ n + z ⊙ h, from hwm = v (or LN(v) γ_hh) without b_hh."""
+    one = gm.dtype.type(1)
+    for j in range(H):  # b_n = v_n + b_hn
+        b_n[j] = hwm[2 * H + j] + b_hh[2 * H + j]
+    for k in range(2 * H):  # r = σ(a_r + b_r), z = σ(a_z + b_z)
+        gm[k] = _sigmoid(gm[k] + (hwm[k] + b_hh[k]))
+    for j in range(H):  # n = tanh(a_n + r ⊙ b_n)
+        gm[2 * H + j] = _tanh(gm[2 * H + j] + gm[j] * b_n[j])
+    for j in range(H):  # h̃ = (1 - z) ⊙ n + z ⊙ h
+        z = gm[H + j]
+        h_new[j] = (one - z) * gm[2 * H + j] + z * h_prev[j]
+
+
 # ---------------------------------------------------------------- the step loops
 
 
@@ -137,7 +274,6 @@ def gru_forward(xw, gemm, w_hh_panels, b_hh, w_ln_hh, recurrent_mask, zoneout_ma
     L, N, G = xw.shape
     H = G // 3
     S, K = hs.shape[0], w_hn_h.shape[0]
-    one = xw.dtype.type(1)
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
     zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     p = xw.dtype.type(zoneout_p)
@@ -149,37 +285,18 @@ def gru_forward(xw, gemm, w_hh_panels, b_hh, w_ln_hh, recurrent_mask, zoneout_ma
         if n > 0:
             if drop:  # h̄ = q ⊙ h
                 for m in range(n):
-                    q, hm, h_recm = recurrent_mask[rows0 + m], h_in[m], h_rec[m]
-                    for j in range(H):
-                        h_recm[j] = q[j] * hm[j]
+                    _masked(recurrent_mask[rows0 + m], h_in[m], h_rec[m], H)
                 step_product(gemm, h_rec, n, w_hh_panels, hw)  # v = h̄ W_hh^T: (n, G)
             else:
                 step_product(gemm, h_in, n, w_hh_panels, hw)
             for m in range(n):
-                gm, hwm, h_prev, h_new = gates_s[m], hw[m], h_in[m], h_out[m]
-                if ln:  # b = LN(v) γ_hh + b_hh, over hw in place
-                    v_hat = ln_hh[s % K, m]
-                    rstd_hh[s % K, m] = _normalize_row(hwm, v_hat, G)
-                    for k in range(G):
-                        hwm[k] = v_hat[k] * w_ln_hh[k] + b_hh[k]
-                else:  # b = v + b_hh
-                    for k in range(G):
-                        hwm[k] += b_hh[k]
-                _copy(w_hn_h[s % K, m], hwm[2 * H:3 * H])  # b_n, what r scales
-                for k in range(2 * H):  # r = σ(a_r + b_r), z = σ(a_z + b_z)
-                    gm[k] = _sigmoid(gm[k] + hwm[k])
-                for j in range(H):  # n = tanh(a_n + r ⊙ b_n)
-                    gm[2 * H + j] = _tanh(gm[2 * H + j] + gm[j] * hwm[2 * H + j])
-                for j in range(H):  # h̃ = (1 - z) ⊙ n + z ⊙ h
-                    z = gm[H + j]
-                    h_new[j] = (one - z) * gm[2 * H + j] + z * h_prev[j]
+                if ln:  # b = LN(v) γ_hh + b_hh: hw ← LN(v) γ_hh in place, b_hh below
+                    rstd_hh[s % K, m] = _normalize_scaled(hw[m], ln_hh[s % K, m], w_ln_hh, G)
+                _gru_cell(gates_s[m], hw[m], b_hh, w_hn_h[s % K, m], h_in[m], h_out[m], H)
                 if zone_mask:  # h' = d ⊙ h + (1 - d) ⊙ h̃
-                    d = zoneout_mask[steps0 + s, rows0 + m]
-                    for j in range(H):
-                        h_new[j] = d[j] * h_prev[j] + (one - d[j]) * h_new[j]
+                    _zoneout(zoneout_mask[steps0 + s, rows0 + m], h_in[m], h_out[m], H)
                 elif zone_eval:
-                    for j in range(H):
-                        h_new[j] = p * h_prev[j] + (one - p) * h_new[j]
+                    _zoneout_eval(p, h_in[m], h_out[m], H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
@@ -207,7 +324,6 @@ def gru_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
     """
     L, N, G = dxw.shape
     H = G // 3
-    one = dxw.dtype.type(1)  # not the literal 1: int64 - float32 is float64 in numba
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
     zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     p = dxw.dtype.type(zoneout_p)
@@ -221,55 +337,21 @@ def gru_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
         if n == 0:
             continue
         for m in range(n):
-            gm, dxwm, dbm, h_prev = gates[s, m], dxw[s, m], dhw_step[m], hs[s, m]
-            b_n, dhm, dom, dh_tm = w_hn_h[s, m], dh[m], d_output[t, m], dh_tilde[m]
             # δh̃ = (1 - d) ⊙ δh'; dh keeps d ⊙ δh' (zoneout's straight path to h)
             if zone_mask:
-                d = zoneout_mask[s, m]
-                for j in range(H):
-                    total = dhm[j] + dom[j]  # from the next step and from the output
-                    dh_tm[j] = (one - d[j]) * total
-                    dhm[j] = d[j] * total
+                _split_zoneout(dh[m], d_output[t, m], zoneout_mask[s, m], dh_tilde[m], H)
             elif zone_eval:
-                for j in range(H):
-                    total = dhm[j] + dom[j]
-                    dh_tm[j] = (one - p) * total
-                    dhm[j] = p * total
+                _split_zoneout_eval(dh[m], d_output[t, m], p, dh_tilde[m], H)
             else:
-                for j in range(H):
-                    dh_tm[j] = dhm[j] + dom[j]
-            for j in range(H):  # h̃ = (1-z) n + z h; n = tanh(·), tanh' = 1 - n²
-                z, n_gate = gm[H + j], gm[2 * H + j]
-                dxwm[2 * H + j] = dh_tm[j] * (one - z) * (one - n_gate * n_gate)  # δa_n
-            for j in range(H):  # a_n + r ⊙ b_n; σ' = σ(1 - σ)
-                r = gm[j]
-                dxwm[j] = dxwm[2 * H + j] * b_n[j] * r * (one - r)  # δa_r
-            for j in range(H):
-                z = gm[H + j]
-                dxwm[H + j] = dh_tm[j] * (h_prev[j] - gm[2 * H + j]) * z * (one - z)  # δa_z
-            for k in range(2 * H):  # δb = [δa_r | δa_z | r ⊙ δa_n]
-                dbm[k] = dxwm[k]
-            for j in range(H):
-                dbm[2 * H + j] = dxwm[2 * H + j] * gm[j]
+                _sum_into(dh_tilde[m], dh[m], d_output[t, m], H)
+            _gru_cell_backward(gates[s, m], dh_tilde[m], hs[s, m], w_hn_h[s, m], dxw[s, m],
+                               dhw_step[m], H)
             if ln:  # δv = LN backward of δb ⊙ γ_hh; δγ_hh = Σ δb ⊙ LN(v), δb_hh = Σ δb
-                v_hat = ln_hh[s, m]
-                for k in range(G):
-                    dw_ln_hh[k] += dbm[k] * v_hat[k]
-                for k in range(G):
-                    db_hh[k] += dbm[k]
-                _normalize_row_backward(dbm, w_ln_hh, v_hat, rstd_hh[s, m], dv[s, m], G)
+                _add_to(db_hh, dhw_step[m], G)
+                _recurrent_backward(dhw_step[m], ln_hh[s, m], rstd_hh[s, m], w_ln_hh, dv[s, m],
+                                    dw_ln_hh, G)
         step_product(gemm, dv[s] if ln else dhw_step, n, w_hh_panels, dhw)  # δv W_hh: (n, H)
         # δh = q ⊙ (δv W_hh) + z ⊙ δh̃ (straight, unmasked) + d ⊙ δh' (kept in dh)
-        zoned = zone_mask or zone_eval
         for m in range(n):
-            gm, dhm, dh_tm, dhwm = gates[s, m], dh[m], dh_tilde[m], dhw[m]
-            if drop:
-                q = recurrent_mask[m]
-                for j in range(H):
-                    dhwm[j] = q[j] * dhwm[j]
-            if zoned:
-                for j in range(H):
-                    dhm[j] += dhwm[j] + dh_tm[j] * gm[H + j]
-            else:
-                for j in range(H):
-                    dhm[j] = dhwm[j] + dh_tm[j] * gm[H + j]
+            _to_previous_h(dh[m], dhw[m], recurrent_mask[m] if drop else dhw[m], drop,
+                           dh_tilde[m], gates[s, m], zone_mask or zone_eval, H)

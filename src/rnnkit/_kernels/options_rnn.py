@@ -111,6 +111,116 @@ def _normalize_row_backward(dy, gamma, v_hat, rstd, dv, K):
         dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
 
 
+# ---------------------------------------------------------------- one row of a step
+# The step loops call these per row: small functions keep each loop simple enough for
+# LLVM to vectorize (options_lstm.py; zoneout's and the masks' as there)
+
+
+@njit(**_OPTS)
+def _rnn_cell(xwm, hwm, v_hat, w_ln_hh, ln, relu, h_new, H):
+    """h̃ = act(a), a = xw + LN(v) γ_hh (v̂ into v_hat; returns r) or xw + v (returns 0)."""
+    zero = xwm.dtype.type(0)
+    rstd = zero
+    if ln:
+        rstd = _normalize_row(hwm, v_hat, H)
+        for j in range(H):
+            hwm[j] = xwm[j] + v_hat[j] * w_ln_hh[j]
+    else:
+        for j in range(H):
+            hwm[j] += xwm[j]
+    if relu:
+        for j in range(H):
+            h_new[j] = hwm[j] if hwm[j] > zero else zero
+    else:
+        for j in range(H):
+            h_new[j] = _tanh(hwm[j])
+    return rstd
+
+
+@njit(**_OPTS)
+def _activation_backward(dam, h_new, relu, H):
+    """δa = δh̃ ⊙ act'(a), over dam in place: relu' = 1 where h̃ > 0, tanh' = 1 - h̃²."""
+    one, zero = dam.dtype.type(1), dam.dtype.type(0)
+    if relu:
+        for j in range(H):
+            dam[j] = dam[j] if h_new[j] > zero else zero
+    else:
+        for j in range(H):
+            dam[j] = dam[j] * (one - h_new[j] * h_new[j])
+
+
+@njit(**_OPTS)
+def _masked(q, h, h_rec, P):
+    """h̄ = q ⊙ h."""
+    for j in range(P):
+        h_rec[j] = q[j] * h[j]
+
+
+@njit(**_OPTS)
+def _zoneout(d, h_prev, h_new, P):
+    """h' = d ⊙ h + (1 - d) ⊙ h̃, over h_new in place."""
+    one = h_new.dtype.type(1)
+    for j in range(P):
+        h_new[j] = d[j] * h_prev[j] + (one - d[j]) * h_new[j]
+
+
+@njit(**_OPTS)
+def _zoneout_eval(p, h_prev, h_new, P):
+    """h' = p h + (1 - p) h̃, over h_new in place."""
+    one = h_new.dtype.type(1)
+    for j in range(P):
+        h_new[j] = p * h_prev[j] + (one - p) * h_new[j]
+
+
+@njit(**_OPTS)
+def _split_zoneout(dhm, dom, d, dh_tilde, P):
+    """δh' = δh + δoutput; δh̃ = (1 - d) ⊙ δh', and d ⊙ δh' (the straight path to h)
+    left in dhm."""
+    one = dhm.dtype.type(1)
+    for j in range(P):
+        total = dhm[j] + dom[j]
+        dh_tilde[j] = (one - d[j]) * total
+        dhm[j] = d[j] * total
+
+
+@njit(**_OPTS)
+def _split_zoneout_eval(dhm, dom, p, dh_tilde, P):
+    """``_split_zoneout`` with d = p."""
+    one = dhm.dtype.type(1)
+    for j in range(P):
+        total = dhm[j] + dom[j]
+        dh_tilde[j] = (one - p) * total
+        dhm[j] = p * total
+
+
+@njit(**_OPTS)
+def _sum_into(dst, a, b, P):
+    """dst = a + b (dst may be a)."""
+    for j in range(P):
+        dst[j] = a[j] + b[j]
+
+
+@njit(**_OPTS)
+def _add_to(dst, src, P):
+    for j in range(P):
+        dst[j] += src[j]
+
+
+@njit(**_OPTS)
+def _masked_add_to(dst, q, src, P):
+    """dst += q ⊙ src."""
+    for j in range(P):
+        dst[j] += q[j] * src[j]
+
+
+@njit(**_OPTS)
+def _recurrent_backward(dam, v_hat, rstd, w_ln_hh, dvm, dw_ln_hh, G):
+    """δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)."""
+    for k in range(G):
+        dw_ln_hh[k] += dam[k] * v_hat[k]
+    _normalize_row_backward(dam, w_ln_hh, v_hat, rstd, dvm, G)
+
+
 # ---------------------------------------------------------------- the step loops
 
 
@@ -129,12 +239,11 @@ def rnn_forward(xw, gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zo
     """
     L, N, H = xw.shape
     S = hs.shape[0]
-    one, zero = xw.dtype.type(1), xw.dtype.type(0)
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
     zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     keep_tilde = h_tilde.shape[0] > 0
     p = xw.dtype.type(zoneout_p)
-    K = ln_hh.shape[0]
+    K = ln_hh.shape[0] if ln else 1
     for s in range(L):
         t = L - 1 - s if reverse else s
         n = min(batch_sizes[t], N)
@@ -142,37 +251,21 @@ def rnn_forward(xw, gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zo
         if n > 0:
             if drop:  # h̄ = q ⊙ h
                 for m in range(n):
-                    q, hm, h_recm = recurrent_mask[rows0 + m], h_in[m], h_rec[m]
-                    for j in range(H):
-                        h_recm[j] = q[j] * hm[j]
+                    _masked(recurrent_mask[rows0 + m], h_in[m], h_rec[m], H)
                 step_product(gemm, h_rec, n, w_hh_panels, hw)  # v = h̄ W_hh^T: (n, H)
             else:
                 step_product(gemm, h_in, n, w_hh_panels, hw)
             for m in range(n):
-                xwm, hwm, h_prev, h_new = xw[s, m], hw[m], h_in[m], h_out[m]
-                if ln:  # a = (LN(u) γ_ih + b) + LN(v) γ_hh, over hw in place
-                    v_hat = ln_hh[s % K, m]
-                    rstd_hh[s % K, m] = _normalize_row(hwm, v_hat, H)
-                    for j in range(H):
-                        hwm[j] = xwm[j] + v_hat[j] * w_ln_hh[j]
-                else:  # a = (u + b) + v
-                    for j in range(H):
-                        hwm[j] += xwm[j]
-                if relu:  # h̃ = relu(a)
-                    for j in range(H):
-                        h_new[j] = hwm[j] if hwm[j] > zero else zero
-                else:  # h̃ = tanh(a)
-                    for j in range(H):
-                        h_new[j] = _tanh(hwm[j])
+                r = _rnn_cell(xw[s, m], hw[m], ln_hh[s % K, m] if ln else hw[m], w_ln_hh, ln,
+                              relu, h_out[m], H)
+                if ln:
+                    rstd_hh[s % K, m] = r
                 if keep_tilde:
-                    _copy(h_tilde[s, m], h_new)
+                    _copy(h_tilde[s, m], h_out[m])
                 if zone_mask:  # h' = d ⊙ h + (1 - d) ⊙ h̃
-                    d = zoneout_mask[steps0 + s, rows0 + m]
-                    for j in range(H):
-                        h_new[j] = d[j] * h_prev[j] + (one - d[j]) * h_new[j]
+                    _zoneout(zoneout_mask[steps0 + s, rows0 + m], h_in[m], h_out[m], H)
                 elif zone_eval:
-                    for j in range(H):
-                        h_new[j] = p * h_prev[j] + (one - p) * h_new[j]
+                    _zoneout_eval(p, h_in[m], h_out[m], H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
@@ -199,7 +292,6 @@ def rnn_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
     scratch   dhw
     """
     L, N, H = da.shape
-    one, zero = da.dtype.type(1), da.dtype.type(0)  # typed: literals are int64/float64
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
     zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     zoned = zone_mask or zone_eval
@@ -214,49 +306,27 @@ def rnn_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
         if n == 0:
             continue
         for m in range(n):
-            dam, dhm, dom = da[s, m], dh[m], d_output[t, m]
-            h_new = h_tilde[s, m] if zoned else hs[s + 1, m]  # act' is read off h̃
             # δh̃ = (1 - d) ⊙ δh' (into da for now); dh keeps d ⊙ δh' (the straight path)
             if zone_mask:
-                d = zoneout_mask[s, m]
-                for j in range(H):
-                    total = dhm[j] + dom[j]  # from the next step and from the output
-                    dam[j] = (one - d[j]) * total
-                    dhm[j] = d[j] * total
+                _split_zoneout(dh[m], d_output[t, m], zoneout_mask[s, m], da[s, m], H)
             elif zone_eval:
-                for j in range(H):
-                    total = dhm[j] + dom[j]
-                    dam[j] = (one - p) * total
-                    dhm[j] = p * total
+                _split_zoneout_eval(dh[m], d_output[t, m], p, da[s, m], H)
             else:
-                for j in range(H):
-                    dam[j] = dhm[j] + dom[j]
-            if relu:
-                for j in range(H):  # relu' = 1 where the output is positive
-                    dam[j] = dam[j] if h_new[j] > zero else zero
-            else:
-                for j in range(H):  # tanh' = 1 - tanh²
-                    dam[j] = dam[j] * (one - h_new[j] * h_new[j])
+                _sum_into(da[s, m], dh[m], d_output[t, m], H)
+            # δa = δh̃ ⊙ act'(a), read off h̃
+            _activation_backward(da[s, m], h_tilde[s, m] if zoned else hs[s + 1, m], relu, H)
             if ln:  # δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)
-                v_hat = ln_hh[s, m]
-                for j in range(H):
-                    dw_ln_hh[j] += dam[j] * v_hat[j]
-                _normalize_row_backward(dam, w_ln_hh, v_hat, rstd_hh[s, m], dv[s, m], H)
+                _recurrent_backward(da[s, m], ln_hh[s, m], rstd_hh[s, m], w_ln_hh, dv[s, m],
+                                    dw_ln_hh, H)
         step_product(gemm, dv[s] if ln else da[s], n, w_hh_panels, dhw)  # δv W_hh: (n, H)
         # δh = q ⊙ (δv W_hh) + d ⊙ δh' (the straight part, kept in dh above)
         for m in range(n):
-            dhm, dhwm = dh[m], dhw[m]
-            if drop:
-                q = recurrent_mask[m]
-                if zoned:
-                    for j in range(H):
-                        dhm[j] += q[j] * dhwm[j]
+            if zoned:
+                if drop:
+                    _masked_add_to(dh[m], recurrent_mask[m], dhw[m], H)
                 else:
-                    for j in range(H):
-                        dhm[j] = q[j] * dhwm[j]
-            elif zoned:
-                for j in range(H):
-                    dhm[j] += dhwm[j]
+                    _add_to(dh[m], dhw[m], H)
+            elif drop:
+                _masked(recurrent_mask[m], dhw[m], dh[m], H)
             else:
-                for j in range(H):
-                    dhm[j] = dhwm[j]
+                _copy(dh[m], dhw[m, :H])
