@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from . import _ops
-from . import _reference_options as _options  # TEMP: _ops_options when built
+from . import _ops_options as _options
 
 __all__ = ["Mode", "MODES", "rnn_mode", "weight_names", "layer_suffix", "LayerWeights",
            "layer_weights", "CellOptions", "NO_OPTIONS", "option_names"]
