@@ -106,27 +106,31 @@ def _row_dot3(a, b, c, K):
 
 
 @njit(**_OPTS)
-def _normalize_row(v, v_hat, K):
-    """v̂ = (v - μ) r over K entries, r = 1 / sqrt(var + ε) (biased var); returns r.
-    ``v_hat`` may be ``v`` (in place)."""
+def _row_stats(v, K):
+    """μ and r = 1 / sqrt(var + ε) of v's K entries (biased var): LN(v) = (v - μ) r."""
     one = v.dtype.type(1)
     mu = _row_sum(v, K) / K
-    rstd = one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
-    for k in range(K):
-        v_hat[k] = (v[k] - mu) * rstd
-    return rstd
-
-
-@njit(**_OPTS)
-def _normalize_row_backward(dy, gamma, v_hat, rstd, dv, K):
-    """δv = r (g - mean(g) - v̂ mean(g ⊙ v̂)), g = δy ⊙ γ, the gradient of y = v̂ γ."""
-    mean_g = _row_dot(dy, gamma, K) / K  # through μ
-    mean_g_v_hat = _row_dot3(dy, gamma, v_hat, K) / K  # through var
-    for k in range(K):
-        dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
+    return mu, one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
 
 
 # ---------------------------------------------------------------- the input side, all steps
+
+
+@njit(**_OPTS)
+def _normalize_input_row(u, gamma, bias, has_bias, u_hat, keep, G):
+    """a = LN(u) γ + b over u in place (LN(u) into u_hat too, with ``keep``); returns r.
+    One pass for μ, one for var, one writing (the row stays in L1 between them)."""
+    mu, rstd = _row_stats(u, G)
+    if keep:
+        for k in range(G):
+            v = (u[k] - mu) * rstd
+            u_hat[k] = v
+            u[k] = v * gamma[k] + bias[k] if has_bias else v * gamma[k]
+    else:
+        for k in range(G):
+            v = (u[k] - mu) * rstd
+            u[k] = v * gamma[k] + bias[k] if has_bias else v * gamma[k]
+    return rstd
 
 
 @njit(**_OPTS)
@@ -145,21 +149,30 @@ def normalize_input(xw, gamma, bias, batch_sizes, reverse, u_hat, rstd):
         t = L - 1 - s if reverse else s
         n = min(batch_sizes[t], N)
         for m in range(n):
-            row = xw[s, m]
-            r = _normalize_row(row, row, G)  # û, in place
+            r = _normalize_input_row(xw[s, m], gamma, bias, has_bias,
+                                     u_hat[s, m] if keep else xw[s, m], keep, G)
             if keep:
-                _copy(u_hat[s, m], row)
                 rstd[s, m] = r
-            if has_bias:
-                for k in range(G):
-                    row[k] = row[k] * gamma[k] + bias[k]
-            else:
-                for k in range(G):
-                    row[k] = row[k] * gamma[k]
         if keep:
             for m in range(n, N):
                 u_hat[s, m, :] = 0.0
                 rstd[s, m] = 0.0
+
+
+@njit(**_SUM_OPTS)
+def _input_row_backward(dam, gamma, u_hat_m, rstd, dgamma, dbias, G):
+    """One row of ``normalize_input_backward``: the sums in one pass, then δu over δa."""
+    mean_g = dam.dtype.type(0)  # mean(g), g = δa ⊙ γ: through μ
+    mean_g_u_hat = dam.dtype.type(0)  # mean(g ⊙ û): through var
+    for k in range(G):
+        dgamma[k] += dam[k] * u_hat_m[k]
+        dbias[k] += dam[k]
+        mean_g += dam[k] * gamma[k]
+        mean_g_u_hat += dam[k] * gamma[k] * u_hat_m[k]
+    mean_g /= G
+    mean_g_u_hat /= G
+    for k in range(G):
+        dam[k] = rstd * (dam[k] * gamma[k] - mean_g - u_hat_m[k] * mean_g_u_hat)
 
 
 @njit(**_OPTS)
@@ -171,12 +184,7 @@ def normalize_input_backward(da, gamma, u_hat, rstd, dgamma, dbias):
     """
     M, G = da.shape
     for m in range(M):
-        dam, u_hat_m = da[m], u_hat[m]
-        for k in range(G):
-            dgamma[k] += dam[k] * u_hat_m[k]
-        for k in range(G):
-            dbias[k] += dam[k]
-        _normalize_row_backward(dam, gamma, u_hat_m, rstd[m], dam, G)
+        _input_row_backward(da[m], gamma, u_hat[m], rstd[m], dgamma, dbias, G)
 
 
 # ---------------------------------------------------------------- one row of a step
@@ -189,9 +197,11 @@ def normalize_input_backward(da, gamma, u_hat, rstd, dgamma, dbias):
 def _add_recurrent(gm, hwm, v_hat, w_ln_hh, ln, G):
     """a += LN(v) γ_hh (v̂ into v_hat; returns r), or a += v (returns 0)."""
     if ln:
-        rstd = _normalize_row(hwm, v_hat, G)
+        mu, rstd = _row_stats(hwm, G)
         for k in range(G):
-            gm[k] += v_hat[k] * w_ln_hh[k]
+            v = (hwm[k] - mu) * rstd
+            v_hat[k] = v
+            gm[k] += v * w_ln_hh[k]
         return rstd
     for k in range(G):
         gm[k] += hwm[k]
@@ -225,7 +235,9 @@ def _lstm_cell(gm, c_prev, c_new, w_ph, peep, H):
 def _lstm_output(gm, c_new, c_hat, w_ln_c, b_ln_c, ln, h_new, H):
     """h̃ = o ⊙ tanh(LN(c') γ_c + β_c) (LN(c') into c_hat; returns r), or o ⊙ tanh(c')."""
     if ln:
-        rstd = _normalize_row(c_new, c_hat, H)
+        mu, rstd = _row_stats(c_new, H)
+        for j in range(H):
+            c_hat[j] = (c_new[j] - mu) * rstd
         for j in range(H):
             h_new[j] = gm[3 * H + j] * _tanh(c_hat[j] * w_ln_c[j] + b_ln_c[j])
         return rstd
@@ -357,12 +369,23 @@ def _cell_backward(gm, dmm, tcm, dzm, dcm, c_new, c_old, w_ph, peep, dw_ph, H):
             dw_ph[H + j] += dzm[H + j] * c_old[j]
 
 
-@njit(**_OPTS)
-def _recurrent_backward(dzm, v_hat, rstd, w_ln_hh, dvm, dw_ln_hh, G):
-    """δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)."""
+@njit(**_SUM_OPTS)
+def _recurrent_backward(dy, v_hat, rstd, gamma, dv, dgamma, dbias, G):
+    """δv through y = LN(v) γ (+ b): r (g - mean(g) - v̂ mean(g ⊙ v̂)), g = δy ⊙ γ (dv may be
+    dy); δγ += δy ⊙ v̂ and, when dbias is not empty, δb += δy. The sums in one pass."""
+    mean_g = dy.dtype.type(0)  # through μ
+    mean_g_v_hat = dy.dtype.type(0)  # through var
     for k in range(G):
-        dw_ln_hh[k] += dzm[k] * v_hat[k]
-    _normalize_row_backward(dzm, w_ln_hh, v_hat, rstd, dvm, G)
+        dgamma[k] += dy[k] * v_hat[k]
+        mean_g += dy[k] * gamma[k]
+        mean_g_v_hat += dy[k] * gamma[k] * v_hat[k]
+    if dbias.shape[0] > 0:
+        for k in range(G):
+            dbias[k] += dy[k]
+    mean_g /= G
+    mean_g_v_hat /= G
+    for k in range(G):
+        dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
 
 
 # ---------------------------------------------------------------- the step loops
@@ -492,9 +515,9 @@ def lstm_backward(gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, recurr
                              dw_ln_c, db_ln_c, H)
             _cell_backward(gates[s, m], dmm, tanh_c[m], dz[s, m], dc[m], cs[s + 1, m], cs[s, m],
                            w_ph, peep, dw_ph, H)
-            if ln:
+            if ln:  # δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)
                 _recurrent_backward(dz[s, m], ln_hh[s, m], rstd_hh[s, m], w_ln_hh, dv[s, m],
-                                    dw_ln_hh, G)
+                                    dw_ln_hh, dw_ln_hh[:0], G)
         step_product(gemm, dv[s] if ln else dz[s], n, w_hh_panels, dhw)  # δv W_hh: (n, P)
         # δh = q ⊙ (δv W_hh) + d ⊙ δh' (the straight part, kept in dh above)
         for m in range(n):

@@ -75,40 +75,12 @@ def _row_centred_square_sum(v, mu, K):
     return total
 
 
-@njit(**_SUM_OPTS)
-def _row_dot(a, b, K):
-    total = a.dtype.type(0)
-    for k in range(K):
-        total += a[k] * b[k]
-    return total
-
-
-@njit(**_SUM_OPTS)
-def _row_dot3(a, b, c, K):
-    total = a.dtype.type(0)
-    for k in range(K):
-        total += a[k] * b[k] * c[k]
-    return total
-
-
 @njit(**_OPTS)
-def _normalize_row(v, v_hat, K):
-    """v̂ = (v - μ) r over K entries, r = 1 / sqrt(var + ε) (biased var); returns r."""
+def _row_stats(v, K):
+    """μ and r = 1 / sqrt(var + ε) of v's K entries (biased var): LN(v) = (v - μ) r."""
     one = v.dtype.type(1)
     mu = _row_sum(v, K) / K
-    rstd = one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
-    for k in range(K):
-        v_hat[k] = (v[k] - mu) * rstd
-    return rstd
-
-
-@njit(**_OPTS)
-def _normalize_row_backward(dy, gamma, v_hat, rstd, dv, K):
-    """δv = r (g - mean(g) - v̂ mean(g ⊙ v̂)), g = δy ⊙ γ, the gradient of y = v̂ γ."""
-    mean_g = _row_dot(dy, gamma, K) / K  # through μ
-    mean_g_v_hat = _row_dot3(dy, gamma, v_hat, K) / K  # through var
-    for k in range(K):
-        dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
+    return mu, one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
 
 
 # ---------------------------------------------------------------- one row of a step
@@ -122,9 +94,11 @@ def _rnn_cell(xwm, hwm, v_hat, w_ln_hh, ln, relu, h_new, H):
     zero = xwm.dtype.type(0)
     rstd = zero
     if ln:
-        rstd = _normalize_row(hwm, v_hat, H)
+        mu, rstd = _row_stats(hwm, H)
         for j in range(H):
-            hwm[j] = xwm[j] + v_hat[j] * w_ln_hh[j]
+            v = (hwm[j] - mu) * rstd
+            v_hat[j] = v
+            hwm[j] = xwm[j] + v * w_ln_hh[j]
     else:
         for j in range(H):
             hwm[j] += xwm[j]
@@ -213,12 +187,23 @@ def _masked_add_to(dst, q, src, P):
         dst[j] += q[j] * src[j]
 
 
-@njit(**_OPTS)
-def _recurrent_backward(dam, v_hat, rstd, w_ln_hh, dvm, dw_ln_hh, G):
-    """δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)."""
+@njit(**_SUM_OPTS)
+def _recurrent_backward(dy, v_hat, rstd, gamma, dv, dgamma, dbias, G):
+    """δv through y = LN(v) γ (+ b): r (g - mean(g) - v̂ mean(g ⊙ v̂)), g = δy ⊙ γ (dv may be
+    dy); δγ += δy ⊙ v̂ and, when dbias is not empty, δb += δy. The sums in one pass."""
+    mean_g = dy.dtype.type(0)  # through μ
+    mean_g_v_hat = dy.dtype.type(0)  # through var
     for k in range(G):
-        dw_ln_hh[k] += dam[k] * v_hat[k]
-    _normalize_row_backward(dam, w_ln_hh, v_hat, rstd, dvm, G)
+        dgamma[k] += dy[k] * v_hat[k]
+        mean_g += dy[k] * gamma[k]
+        mean_g_v_hat += dy[k] * gamma[k] * v_hat[k]
+    if dbias.shape[0] > 0:
+        for k in range(G):
+            dbias[k] += dy[k]
+    mean_g /= G
+    mean_g_v_hat /= G
+    for k in range(G):
+        dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
 
 
 # ---------------------------------------------------------------- the step loops
@@ -317,7 +302,7 @@ def rnn_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
             _activation_backward(da[s, m], h_tilde[s, m] if zoned else hs[s + 1, m], relu, H)
             if ln:  # δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)
                 _recurrent_backward(da[s, m], ln_hh[s, m], rstd_hh[s, m], w_ln_hh, dv[s, m],
-                                    dw_ln_hh, H)
+                                    dw_ln_hh, dw_ln_hh[:0], H)
         step_product(gemm, dv[s] if ln else da[s], n, w_hh_panels, dhw)  # δv W_hh: (n, H)
         # δh = q ⊙ (δv W_hh) + d ⊙ δh' (the straight part, kept in dh above)
         for m in range(n):
