@@ -212,3 +212,58 @@ def test_gradient_flows_through_packing_indexing_and_methods(rng):
     # steps past a sequence's length do not influence anything
     assert np.all(dx[0, 2:] == 0) and np.all(dx[2, 3:] == 0)
     assert np.all(dx[1] != 0)
+
+
+def _graph_nodes(step, *args):
+    """The functions autograd records while ``step(*args)`` runs, by name."""
+    import collections
+
+    import autograd.core as core
+
+    names = collections.Counter()
+    original = core.VJPNode.__init__
+
+    def record(self, value, fun, *rest):
+        names[fun.__name__] += 1
+        original(self, value, fun, *rest)
+
+    core.VJPNode.__init__ = record
+    try:
+        step(*args)
+    finally:
+        core.VJPNode.__init__ = original
+    return names
+
+
+def test_training_step_graph_is_small():
+    """A layer's training step records the stack (one node, reading its weights straight
+    from the traced parameter dict), its three outputs and the loss: no node per weight."""
+    lstm = nn.LSTM(10, 20, num_layers=2, bidirectional=True)
+    x = np.ones((5, 3, 10), np.float32)
+    nodes = _graph_nodes(rnnkit.value_and_grad(lambda m: m(x)[0].sum()), lstm)
+    assert nodes == {"_stack_in_dict": 1, "container_take": 3, "sum": 1}
+
+
+def test_partial_gradients_add_key_by_key(rng):
+    """The stack's partial gradient dict and a second use of one of its weights (a lookup
+    of its own) add up; a parameter nothing reads gets zeros, keyed like
+    named_parameters."""
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(3, 4, dtype=np.float64)
+            self.unused = nn.Linear(2, 2, dtype=np.float64)
+
+    model = Model()
+    x = rng.standard_normal((5, 2, 3))
+    only_stack = rnnkit.grad(lambda m: m.gru(x)[0].sum())(model)
+    both = rnnkit.grad(lambda m: m.gru(x)[0].sum() + (m.gru.weight_hh_l0 ** 2).sum())(model)
+    assert list(both) == [name for name, _ in model.named_parameters()]
+    w = np.asarray(model.gru.weight_hh_l0)
+    assert_close(both["gru.weight_hh_l0"], only_stack["gru.weight_hh_l0"] + 2 * w)
+    for name in ("gru.weight_ih_l0", "gru.bias_hh_l0"):
+        np.testing.assert_array_equal(both[name], only_stack[name])
+    for name in ("unused.weight", "unused.bias"):
+        p = dict(model.named_parameters())[name]
+        assert both[name].shape == p.shape and both[name].dtype == p.dtype
+        assert not both[name].any()

@@ -154,12 +154,32 @@ class StackSpec(NamedTuple):
         return masks
 
 
-@primitive
-def _stack(spec, x, h_0, c_0, *flat):
-    """Returns ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n, saved)`` else
-    (autograd has no vector space for a None output)."""
+def _stack_value(spec, x, h_0, c_0, flat):
+    """The primitives' value: ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n,
+    saved)`` else (autograd has no vector space for a None output)."""
     output, h_n, c_n, saved = _stack_forward(spec, x, h_0, c_0, flat, keep=True)
     return (output, h_n) + ((c_n,) if c_n is not None else ()) + (_Saved(saved),)
+
+
+@primitive
+def _stack(spec, x, h_0, c_0, *flat):
+    """The stack on weights passed one by one (a cell, a user's own arrays)."""
+    return _stack_value(spec, x, h_0, c_0, flat)
+
+
+@primitive
+def _stack_in_dict(spec, keys, x, h_0, c_0, params):
+    """The stack on the weights ``params[k] for k in keys``: a module's, read straight from
+    the traced parameter dict (one graph node, no lookup node per weight)."""
+    return _stack_value(spec, x, h_0, c_0, [params[k] for k in keys])
+
+
+class ParamsInDict(NamedTuple):
+    """A module's flat weights while tracing: the traced parameter dict and the keys of
+    the weights in flat order (``_StackModule._stack_weights``)."""
+
+    params: object   # a traced _Parameters
+    keys: tuple
 
 
 def _at(states, k):
@@ -204,38 +224,43 @@ def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
     return layer_input, h_n, c_n, saved
 
 
-def _stack_vjp(argnums, ans, args, kwargs):
-    spec, x, h_0, c_0, *flat = args
+def _stack_backward(spec, h_0, c_0, flat, saved, g):
+    """The stack's VJP: ``(dx, dh_0, dc_0, d_flat)`` from the outputs' cotangents ``g``."""
     mode = MODES[spec.mode]
     D = spec.num_directions
-    saved = ans[-1].arrays
     H_out = h_0.shape[-1]
+    d, dh_n = g[0], g[1]  # nobody uses `saved`: its cotangent is a placeholder
+    dc_n = g[2] if mode.cell_state else None
+    dh_0 = np.empty_like(h_0)
+    dc_0 = np.empty_like(c_0) if mode.cell_state else None
+    d_flat = [None] * len(flat)
+    for layer in range(spec.num_layers - 1, -1, -1):
+        layer_input, kept, mask = saved[layer]
+        if mask is not None:
+            d = d * mask
+        d_input = None
+        for direction in range(D):
+            k = D * layer + direction
+            at = _at(h_0, k)
+            d_dir = d if D == 1 else d[:, :, direction * H_out:(direction + 1) * H_out]
+            saved_k, masks = kept[direction]
+            dx, dh_0[at], dc_k, grads = mode.backward(
+                layer_input, spec.weights(flat, k), saved_k, d_dir, dh_n[at],
+                dc_n[at] if mode.cell_state else None, spec.batch_sizes, direction == 1,
+                masks)
+            if mode.cell_state:
+                dc_0[at] = dc_k
+            d_flat[k * len(grads):(k + 1) * len(grads)] = grads
+            d_input = dx if d_input is None else d_input + dx
+        d = d_input
+    return d, dh_0, dc_0, d_flat
+
+
+def _stack_vjp(argnums, ans, args, kwargs):
+    spec, x, h_0, c_0, *flat = args
 
     def vjp(g):
-        d, dh_n = g[0], g[1]  # nobody uses `saved`: its cotangent is a placeholder
-        dc_n = g[2] if mode.cell_state else None
-        dh_0 = np.empty_like(h_0)
-        dc_0 = np.empty_like(c_0) if mode.cell_state else None
-        d_flat = [None] * len(flat)
-        for layer in range(spec.num_layers - 1, -1, -1):
-            layer_input, kept, mask = saved[layer]
-            if mask is not None:
-                d = d * mask
-            d_input = None
-            for direction in range(D):
-                k = D * layer + direction
-                at = _at(h_0, k)
-                d_dir = d if D == 1 else d[:, :, direction * H_out:(direction + 1) * H_out]
-                saved_k, masks = kept[direction]
-                dx, dh_0[at], dc_k, grads = mode.backward(
-                    layer_input, spec.weights(flat, k), saved_k, d_dir, dh_n[at],
-                    dc_n[at] if mode.cell_state else None, spec.batch_sizes, direction == 1,
-                    masks)
-                if mode.cell_state:
-                    dc_0[at] = dc_k
-                d_flat[k * len(grads):(k + 1) * len(grads)] = grads
-                d_input = dx if d_input is None else d_input + dx
-            d = d_input
+        d, dh_0, dc_0, d_flat = _stack_backward(spec, h_0, c_0, flat, ans[-1].arrays, g)
         by_arg = {1: d, 2: dh_0, 3: dc_0}  # 0 is spec, 4... the flat weights
         return tuple(by_arg[a] if a < 4 else d_flat[a - 4] for a in argnums)
 
@@ -243,6 +268,24 @@ def _stack_vjp(argnums, ans, args, kwargs):
 
 
 defvjp_argnums(_stack, _stack_vjp)
+
+
+def _stack_in_dict_vjp(argnums, ans, args, kwargs):
+    spec, keys, x, h_0, c_0, params = args
+
+    def vjp(g):
+        flat = [params[k] for k in keys]
+        d, dh_0, dc_0, d_flat = _stack_backward(spec, h_0, c_0, flat, ans[-1].arrays, g)
+        # the weights' gradients alone: a partial dict, which _ParametersVSpace adds to
+        # the other gradients of the same dict key by key
+        by_arg = {2: d, 3: dh_0, 4: dc_0,
+                  5: _Parameters(zip(keys, d_flat, strict=True))}
+        return tuple(by_arg[a] for a in argnums)
+
+    return vjp
+
+
+defvjp_argnums(_stack_in_dict, _stack_in_dict_vjp)
 
 
 def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
@@ -259,7 +302,8 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
             no traced indexing around it.
         flat: per layer-direction ``k = D * layer + direction`` its weights in the order
             of ``rnnkit._modes.weight_names``, then its option parameters
-            (``rnnkit._modes.option_names``).
+            (``rnnkit._modes.option_names``); or, while a module's parameters are traced,
+            a :class:`ParamsInDict` naming them in that order.
         small: optionally, a callable giving the module's own ``_ops.SmallStack`` over
             its flat weight buffer (no copy of ``flat`` per call), or None.
 
@@ -268,6 +312,12 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
     """
     cell_state = MODES[spec.mode].cell_state
     c_0 = c_0 if cell_state else None
+    if isinstance(flat, ParamsInDict):
+        if not _grad_disabled():
+            res = _stack_in_dict(spec, flat.keys, x, h_0, c_0, flat.params)
+            return res[0], res[1], (res[2] if cell_state else None)
+        params = getval(flat.params)
+        flat = [params[k] for k in flat.keys]
     boxed = any(map(isbox, (x, h_0, c_0, *flat)))
     if boxed and not _grad_disabled():
         res = _stack(spec, x, h_0, c_0, *flat)
@@ -368,11 +418,27 @@ class _Parameters(dict):
 
 
 class _ParametersVSpace(DictVSpace):
+    """A parameter dict's gradients. A recurrent stack's VJP returns a partial dict (its own
+    weights' gradients only: ``_stack_in_dict``), so sums go key by key, a key missing on
+    one side counting as zero; ``value_and_grad`` gives every parameter without a
+    gradient its zeros at the end."""
+
     def _subval(self, xs, idx, x):
         # Called as each parameter's gradient lands in the gradient dict, which autograd
         # owns and has marked mutable: set it in place. DictVSpace copies the dict through
         # autograd's traced `dict`, a primitive call per parameter.
         xs[idx] = x
+        return xs
+
+    def _add(self, xs, ys):
+        out = _Parameters(xs)
+        for k, y in ys.items():
+            out[k] = out[k] + y if k in out else y
+        return out
+
+    def _mut_add(self, xs, ys):
+        for k, y in ys.items():
+            xs[k] = xs[k] + y if k in xs else y  # not in place: y may be another's array
         return xs
 
 
@@ -429,6 +495,9 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
         )
 
         def traced(values):
+            # one argument is traced as itself; several as a tuple, unpacked once here
+            # (each index of a traced tuple is a node of the graph)
+            values = (values,) if len(nums) == 1 else tuple(values)
             call_args = list(args)
             with contextlib.ExitStack() as stack:
                 stack.enter_context(_own_trace(values))
@@ -442,16 +511,19 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
         with warnings.catch_warnings():
             # A loss that does not depend on some argument has a zero gradient for it.
             warnings.filterwarnings("ignore", message="Output seems independent of input")
-            vjp, value = make_vjp(traced, start)
+            vjp, value = make_vjp(traced, start[0] if len(nums) == 1 else start)
             if np.ndim(value) != 0:
                 raise ValueError(
                     f"the function to differentiate must return a scalar loss, got an "
                     f"array of shape {np.shape(value)}; reduce it, e.g. with .sum() or .mean()"
                 )
             grads = vjp(np.ones_like(value))
-        for k, g in zip(nums, grads):
+        grads = [grads] if len(nums) == 1 else list(grads)
+        for i, (k, g) in enumerate(zip(nums, grads)):
             if k in modules:
                 params = dict(modules[k].named_parameters())
+                g = grads[i] = {name: g[name] if name in g else np.zeros_like(np.asarray(p))
+                                for name, p in params.items()}  # keyed like named_parameters
                 for name, g_p in g.items():
                     p = params[name]
                     p.grad = np.array(g_p, dtype=p.dtype) if p.grad is None else p.grad + g_p

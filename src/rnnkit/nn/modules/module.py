@@ -10,7 +10,7 @@ import numpy as np
 from autograd.extend import VSpace
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.numpy.numpy_vspaces import ArrayVSpace
-from autograd.tracer import isbox
+from autograd.tracer import getval, isbox
 
 from ..._validate import from_torch
 
@@ -52,6 +52,18 @@ VSpace.register(Parameter, ArrayVSpace)
 def _value(p):
     """A parameter as a plain ndarray view, or the traced value standing in for it."""
     return p if isbox(p) else np.asarray(p)
+
+
+class _LazyTake:
+    """A traced parameter not looked up yet: ``box[key]`` of the traced parameter dict,
+    done on first use. Each lookup is a node of autograd's graph, so parameters a forward
+    never reads cost none, and a recurrent stack reads its own straight from ``box``
+    (``_StackModule._stack_weights``)."""
+
+    __slots__ = ("box", "key")
+
+    def __init__(self, box, key):
+        self.box, self.key = box, key
 
 
 class Module:
@@ -97,7 +109,10 @@ class Module:
     def __getattr__(self, name):
         d = self.__dict__
         if "_traced" in d and name in d["_traced"]:
-            return d["_traced"][name]
+            value = d["_traced"][name]
+            if type(value) is _LazyTake:  # first use while tracing: look it up now
+                value = d["_traced"][name] = value.box[value.key]
+            return value
         if "_parameters" in d and name in d["_parameters"]:
             return d["_parameters"][name]
         if "_modules" in d and name in d["_modules"]:
@@ -234,14 +249,15 @@ class Module:
 
     @contextlib.contextmanager
     def _traced_parameters(self, values):
-        """Stand the traced ``values`` (name -> box) in for the parameters while tracing."""
+        """Stand the traced ``values`` (a traced dict, name -> value) in for the parameters
+        while tracing; each is looked up on first use (``_LazyTake``)."""
         owners = dict(self.named_modules())
         touched = []
         try:
-            for name, value in values.items():
+            for name in getval(values):
                 module_name, _, attr = name.rpartition(".")
                 module = owners[module_name]
-                module._traced[attr] = value
+                module._traced[attr] = _LazyTake(values, name)
                 touched.append((module, attr))
             yield
         finally:

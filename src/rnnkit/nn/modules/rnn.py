@@ -18,13 +18,13 @@ import numpy as np
 from autograd.tracer import getval, isbox
 
 from ... import _ops
-from ..._autodiff import StackSpec, stacked_layers
+from ..._autodiff import ParamsInDict, StackSpec, stacked_layers
 from ..._modes import MODES, CellOptions, layer_suffix, option_names, rnn_mode, weight_names
 from ..._random import default_generator
 from ..._validate import expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
 from . import _lengths
-from .module import Module, Parameter
+from .module import Module, Parameter, _LazyTake
 from .stream import Stream, stream_of
 
 __all__ = ["RNNBase", "LSTM", "GRU", "RNN", "RNNCellBase", "LSTMCell", "GRUCell", "RNNCell"]
@@ -148,6 +148,17 @@ class _StackModule(Module):
                                     False if cells else bool(self.proj_size), buffer)
             object.__setattr__(self, "_small", stack)
         return stack
+
+    def _stack_weights(self):
+        """What ``stacked_layers`` reads the weights from: while tracing, when every weight
+        is a parameter not yet looked up in the one traced dict, that dict and their keys
+        (``ParamsInDict``: one graph node for the stack, none per weight); else
+        ``_flat_weights()``."""
+        if self._traced:
+            lazy = [self._traced.get(name) for name in self._flat_names()]
+            if all(type(v) is _LazyTake and v.box is lazy[0].box for v in lazy):
+                return ParamsInDict(lazy[0].box, tuple(v.key for v in lazy))
+        return self._flat_weights()
 
     def _flat_weights(self) -> list:
         """The weights in ``stacked_layers``' order (``rnnkit._modes.weight_names`` per
@@ -480,7 +491,7 @@ class RNNBase(_StackModule):
         # inference kernels, which keep no per-step history
         spec = StackSpec(self.mode, self.num_layers, D, self.dropout, self.training,
                          batch_sizes, self.bias, bool(self.proj_size), self._options)
-        output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._flat_weights(),
+        output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._stack_weights(),
                                           self._small_stack)
         if unsorted_indices is not None:  # back to the caller's batch order
             h_n = h_n[:, unsorted_indices]
@@ -749,7 +760,7 @@ class RNNCellBase(_StackModule):
         x, unbatched = self._check_input(input)
         h, c = self._states(hx, getval(x).shape[1], unbatched)
         spec = StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
-        _, h, c = stacked_layers(spec, x, h, c, self._flat_weights(),  # h, c: (N, H)
+        _, h, c = stacked_layers(spec, x, h, c, self._stack_weights(),  # h, c: (N, H)
                                  self._small_stack)
         if unbatched:
             h, c = h[0], (None if c is None else c[0])
