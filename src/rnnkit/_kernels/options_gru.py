@@ -84,9 +84,9 @@ def _row_centred_square_sum(v, mu, K):
 @njit(**_OPTS)
 def _row_stats(v, K):
     """μ and r = 1 / sqrt(var + ε) of v's K entries (biased var): LN(v) = (v - μ) r."""
-    one = v.dtype.type(1)
-    mu = _row_sum(v, K) / K
-    return mu, one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
+    one, count = v.dtype.type(1), v.dtype.type(K)  # typed: / K alone would be float64
+    mu = _row_sum(v, K) / count
+    return mu, one / np.sqrt(_row_centred_square_sum(v, mu, K) / count + v.dtype.type(LN_EPS))
 
 
 # ---------------------------------------------------------------- one row of a step
@@ -203,8 +203,9 @@ def _recurrent_backward(dy, v_hat, rstd, gamma, dv, dgamma, dbias, G):
     if dbias.shape[0] > 0:
         for k in range(G):
             dbias[k] += dy[k]
-    mean_g /= G
-    mean_g_v_hat /= G
+    count = dy.dtype.type(G)  # typed: /= G alone would make the sums float64
+    mean_g /= count
+    mean_g_v_hat /= count
     for k in range(G):
         dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
 

@@ -108,9 +108,9 @@ def _row_dot3(a, b, c, K):
 @njit(**_OPTS)
 def _row_stats(v, K):
     """μ and r = 1 / sqrt(var + ε) of v's K entries (biased var): LN(v) = (v - μ) r."""
-    one = v.dtype.type(1)
-    mu = _row_sum(v, K) / K
-    return mu, one / np.sqrt(_row_centred_square_sum(v, mu, K) / K + v.dtype.type(LN_EPS))
+    one, count = v.dtype.type(1), v.dtype.type(K)  # typed: / K alone would be float64
+    mu = _row_sum(v, K) / count
+    return mu, one / np.sqrt(_row_centred_square_sum(v, mu, K) / count + v.dtype.type(LN_EPS))
 
 
 # ---------------------------------------------------------------- the input side, all steps
@@ -169,8 +169,9 @@ def _input_row_backward(dam, gamma, u_hat_m, rstd, dgamma, dbias, G):
         dbias[k] += dam[k]
         mean_g += dam[k] * gamma[k]
         mean_g_u_hat += dam[k] * gamma[k] * u_hat_m[k]
-    mean_g /= G
-    mean_g_u_hat /= G
+    count = dam.dtype.type(G)  # typed: /= G alone would make the sums float64
+    mean_g /= count
+    mean_g_u_hat /= count
     for k in range(G):
         dam[k] = rstd * (dam[k] * gamma[k] - mean_g - u_hat_m[k] * mean_g_u_hat)
 
@@ -326,8 +327,9 @@ def _output_backward(gm, dmm, tcm, dcm_hat, dcm, c_new, c_norm, rstd, w_ln_c, b_
         for j in range(H):
             db_ln_c[j] += dcm_hat[j]  # δβ_c = Σ δĉ
         # δc' += LN backward of δĉ ⊙ γ_c: r (g - mean g - LN(c') mean(g LN(c')))
-        mean_g = _row_dot(dcm_hat, w_ln_c, H) / H
-        mean_g_c = _row_dot3(dcm_hat, w_ln_c, c_norm, H) / H
+        count = dmm.dtype.type(H)
+        mean_g = _row_dot(dcm_hat, w_ln_c, H) / count
+        mean_g_c = _row_dot3(dcm_hat, w_ln_c, c_norm, H) / count
         for j in range(H):
             dcm[j] += rstd * (dcm_hat[j] * w_ln_c[j] - mean_g - c_norm[j] * mean_g_c)
     else:
@@ -382,8 +384,9 @@ def _recurrent_backward(dy, v_hat, rstd, gamma, dv, dgamma, dbias, G):
     if dbias.shape[0] > 0:
         for k in range(G):
             dbias[k] += dy[k]
-    mean_g /= G
-    mean_g_v_hat /= G
+    count = dy.dtype.type(G)  # typed: /= G alone would make the sums float64
+    mean_g /= count
+    mean_g_v_hat /= count
     for k in range(G):
         dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
 
