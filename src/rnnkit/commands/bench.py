@@ -17,7 +17,9 @@ Grid (T steps, B batch, I input, H hidden, L layers, D directions):
   large T50 B64 I1024 H1024 | packed = medium, lengths uniform in [T/2, T]
   stream = one step of seed (B3 I10 H20 L2) with the state carried from call to call:
     rnnkit ``stream(x_t)``, torch ``model(x_t, state)``, onnxruntime ``run`` with the state
-    fed back (torch's own ONNX export of the same weights; rnnkit's without torch)
+    fed back
+onnxruntime runs torch's own ONNX export of the same weights (rnnkit's without torch,
+and for the packed cells, whose ``sequence_lens`` torch's exporter cannot write).
   lengths = packed's shapes, lengths in random order: rnnkit ``model(x, lengths=...)``,
     torch pack -> call -> pad (what it needs instead), onnxruntime with sequence_lens; the
     line under each row divides it by rnnkit's time on the same input already packed
@@ -230,6 +232,9 @@ class _Cell:
     # ------------------------------------------------------------ onnxruntime
 
     def ort_call(self, ort, tmpdir, torch=None):
+        """onnxruntime on the cell's layer: torch's own ONNX export of the same weights when
+        torch is there (its packed cells: rnnkit's export, with ``sequence_lens``, which
+        torch's exporter cannot write for a PackedSequence), else rnnkit's."""
         import numpy as np
 
         import rnnkit.onnx
@@ -239,46 +244,60 @@ class _Cell:
         path = os.path.join(tmpdir, f"{self.size}-{self.mode}.onnx")
         if self.size == "stream":
             return self._ort_stream(ort, path, torch)
-        rnnkit.onnx.export(self.ours, path, self.x.shape, sequence_lens=self.packed)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
-        opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        if torch is not None and not self.packed:
+            self._torch_export(torch, path, initial_states=False)
+        else:
+            rnnkit.onnx.export(self.ours, path, self.x.shape, sequence_lens=self.packed)
+        session = self._session(ort, path)
         feed = {"input": self.x}
         if self.packed:
             feed["sequence_lens"] = self.lengths.astype(np.int32)
         return lambda: session.run(None, feed)
 
+    def _torch_export(self, torch, path, initial_states):
+        """torch's exporter (TorchScript) on a torch layer holding the cell's weights:
+        inputs ``input`` (and ``h_0``, ``c_0``), outputs ``output``, ``h_n`` (``c_n``)."""
+        import warnings
+
+        import numpy as np
+
+        lstm = self.mode == "LSTM"
+        m = getattr(torch.nn, self.mode)(self.I, self.H, num_layers=self.layers,
+                                         bidirectional=self.D == 2).eval()
+        m.load_state_dict({k: torch.from_numpy(v) for k, v in self.ours.state_dict().items()})
+        args = (torch.from_numpy(self.x),)
+        names = ["input"]
+        if initial_states:
+            t0 = torch.from_numpy(np.zeros((self.layers * self.D, self.B, self.H), np.float32))
+            args += ((t0, t0) if lstm else t0,)
+            names += ["h_0"] + ["c_0"] * lstm
+        with warnings.catch_warnings():  # the legacy exporter's deprecation and batch notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(m, args, path, dynamo=False, input_names=names,
+                              output_names=["output", "h_n"] + ["c_n"] * lstm)
+
+    @staticmethod
+    def _session(ort, path):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
     def _ort_stream(self, ort, path, torch):
         """onnxruntime's stateful loop: ``run`` on one step, its h_n (and c_n) fed back as
         the next h_0 (c_0). The graph is torch's own export of the same weights (its
         TorchScript exporter) when torch is there, else rnnkit's."""
-        import warnings
-
         import numpy as np
 
         import rnnkit.onnx
 
         lstm = self.mode == "LSTM"
-        D_L = self.layers * self.D
-        h_0 = np.zeros((D_L, self.B, self.H), np.float32)
+        h_0 = np.zeros((self.layers * self.D, self.B, self.H), np.float32)
         if torch is not None:
-            m = getattr(torch.nn, self.mode)(self.I, self.H, num_layers=self.layers).eval()
-            m.load_state_dict({k: torch.from_numpy(v)
-                               for k, v in self.ours.state_dict().items()})
-            t0 = torch.from_numpy(h_0)
-            with warnings.catch_warnings():  # the legacy exporter's deprecation and batch notes
-                warnings.simplefilter("ignore")
-                torch.onnx.export(m, (torch.from_numpy(self.x), (t0, t0) if lstm else t0),
-                                  path, dynamo=False,
-                                  input_names=["input", "h_0"] + ["c_0"] * lstm,
-                                  output_names=["output", "h_n"] + ["c_n"] * lstm)
+            self._torch_export(torch, path, initial_states=True)
         else:
             rnnkit.onnx.export(self.ours, path, self.x.shape, initial_states=True)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
-        opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        session = self._session(ort, path)
         feed = {"input": self.x, "h_0": h_0}
         if lstm:
             feed["c_0"] = h_0.copy()
