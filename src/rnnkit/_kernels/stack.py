@@ -67,7 +67,10 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, 
                 pack_rows_into(w_ih, ih_panels)
                 pack_rows_into(w_hh, hh_panels)
             # the input projection, in processing order: xw[s] = x_t W_ih^T + bias, where
-            # the bias is b_ih + b_hh (LSTM, RNN: one sum, as the layer path) or b_ih (GRU)
+            # the bias is b_ih + b_hh (LSTM, RNN: one sum, as the layer path) or b_ih (GRU);
+            # one product over all L N rows (padding rows too: never read), whose full row
+            # blocks run at the micro-kernel's speed, where a product per step of a batch
+            # of one would wait on each FMA's latency
             bias = np.zeros(G, dt)
             if o[B_IH] >= 0:
                 for g in range(G):
@@ -77,13 +80,15 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, 
             reverse = d == 1
             xw = np.empty((L, N, G), dt)
             hw = np.empty((N, Gp * nr), dt)
+            projected = np.empty((L * N, Gp * nr), dt)
+            step_product(gemm, layer_in.reshape((L * N, I_k)), L * N, ih_panels, projected)
             for s in range(L):
                 t = L - 1 - s if reverse else s
                 n = min(batch_sizes[t], N)
-                step_product(gemm, layer_in[t], n, ih_panels, hw)
                 for m in range(n):
+                    row = projected[t * N + m]
                     for g in range(G):
-                        xw[s, m, g] = hw[m, g] + bias[g]
+                        xw[s, m, g] = row[g] + bias[g]
             step_out = out if D == 1 else np.empty((L, N, P), dt)
             hs = np.empty((2, N, P), dt)  # two state slots taking turns
             hs[0] = h_0[k]
