@@ -157,59 +157,76 @@ def _build(dtype, mr: int, nv: int, vw: int, fused: bool) -> ir.Module:
         b.branch(head)
         b.position_at_end(end)
 
-    def block(p, i0, rows):
-        """C[i0:i0 + rows, panel p]: rows x NV accumulators live across the k loop."""
-        base = b.mul(b.mul(p, K), const(nr))
+    def block(p, i0, rows, panels=1):
+        """C[i0:i0 + rows, panels p .. p + panels - 1]: rows x NV x panels accumulators
+        live across the k loop."""
+        bases = [b.mul(b.mul(b.add(p, const(j)), K), const(nr)) for j in range(panels)]
         pre = b.block
-        head, body, end = (b.append_basic_block(f"k{rows}.{s}") for s in ("head", "body", "end"))
+        head, body, end = (b.append_basic_block(f"k{rows}x{panels}.{s}")
+                           for s in ("head", "body", "end"))
         b.branch(head)
         b.position_at_end(head)
         k = b.phi(_I64, "k")
         k.add_incoming(zero, pre)
         accs = []
-        for _ in range(rows * nv):
+        for _ in range(rows * nv * panels):
             acc = b.phi(vec)
             acc.add_incoming(ir.Constant(vec, [0.0] * vw), pre)
             accs.append(acc)
         b.cbranch(b.icmp_signed("<", k, K), body, end)
         b.position_at_end(body)
-        row = b.add(base, b.mul(k, const(nr)))
-        bs = [b.load(b.bitcast(b.gep(B, [b.add(row, const(v * vw))]), vec.as_pointer()),
-                     align=4) for v in range(nv)]
+        bs = []
+        for base in bases:
+            row = b.add(base, b.mul(k, const(nr)))
+            bs += [b.load(b.bitcast(b.gep(B, [b.add(row, const(v * vw))]), vec.as_pointer()),
+                          align=4) for v in range(nv)]
         new = []
         for r in range(rows):
             a = b.load(b.gep(A, [b.add(b.mul(b.add(i0, const(r)), lda), k)]))
             av = b.insert_element(ir.Constant(vec, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
             av = b.shuffle_vector(av, ir.Constant(vec, ir.Undefined),
                                   ir.Constant(ir.VectorType(ir.IntType(32), vw), [0] * vw))
-            new += [b.call(fma, [av, bs[v], accs[r * nv + v]]) for v in range(nv)]
+            new += [b.call(fma, [av, bv, accs[len(new) + i]]) for i, bv in enumerate(bs)]
         k.add_incoming(b.add(k, one), b.block)
         for acc, value in zip(accs, new, strict=True):
             acc.add_incoming(value, b.block)
         b.branch(head)
         b.position_at_end(end)
         for r in range(rows):
-            c_row = b.add(b.mul(b.add(i0, const(r)), ldc), b.mul(p, const(nr)))
-            for v in range(nv):
-                at = b.gep(C, [b.add(c_row, const(v * vw))])
-                b.store(accs[r * nv + v], b.bitcast(at, vec.as_pointer()), align=4)
+            for j in range(panels):
+                c_row = b.add(b.mul(b.add(i0, const(r)), ldc), b.mul(b.add(p, const(j)),
+                                                                     const(nr)))
+                for v in range(nv):
+                    at = b.gep(C, [b.add(c_row, const(v * vw))])
+                    b.store(accs[(r * panels + j) * nv + v], b.bitcast(at, vec.as_pointer()),
+                            align=4)
 
     full = b.mul(b.sdiv(M, const(mr)), const(mr))  # rows in whole blocks
     tail = b.sub(M, full)
 
     def panel(p):
         loop(zero, full, const(mr), "i0", lambda i0: block(p, i0, mr))
-        done = b.append_basic_block("tail.done")
-        switch = b.switch(tail, done)
-        for rows in range(1, mr):  # the last M % MR rows: a block of exactly that many
-            case = b.append_basic_block(f"tail{rows}")
-            switch.add_case(const(rows), case)
-            b.position_at_end(case)
-            block(p, full, rows)
-            b.branch(done)
-        b.position_at_end(done)
 
     loop(zero, P, one, "p", panel)
+    # The last M % MR rows: a block of exactly that many, over several panels at once
+    # when the rows are few (a batch of one at each step): a block's accumulators are its
+    # FMA chains, and fewer than ~8 of them wait on each FMA's latency instead of issuing
+    # two a cycle.
+    done = b.append_basic_block("tail.done")
+    switch = b.switch(tail, done)
+    for rows in range(1, mr):
+        case = b.append_basic_block(f"tail{rows}")
+        switch.add_case(const(rows), case)
+        b.position_at_end(case)
+        group = max(1, 8 // (rows * nv))  # panels per block: ~8 accumulators
+        grouped = zero  # panels done in groups
+        if group > 1:
+            grouped = b.mul(b.sdiv(P, const(group)), const(group))
+            loop(zero, grouped, const(group), f"pg{rows}",
+                 lambda p, rows=rows, group=group: block(p, full, rows, group))
+        loop(grouped, P, one, f"pr{rows}", lambda p, rows=rows: block(p, full, rows))
+        b.branch(done)
+    b.position_at_end(done)
     b.ret_void()
     return mod
 
