@@ -8,6 +8,14 @@ medians and of the fastest runs ("(min)": on a shared machine the less disturbed
 
 Inference runs eval-mode zoneout (``zoneout_eval``) and the recurrent-dropout mask (as
 Monte-Carlo dropout would); training the drawn zoneout mask.
+
+Layer norm's training step keeps three more ``(T, N, G)`` arrays than the plain one (LN(u),
+LN(v), δv). On the 2-core VM this was written on, memory that glibc hands back to the
+system and takes again is slow to touch the first time (26 MB: ~85 ms on a fresh mapping,
+~2 ms once reused), so those ratios swing from run to run; with glibc told to keep its
+memory (``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=17179869184``) the
+layer-norm and all-options training ratios were 1.02 and 1.06 where the default run gave
+1.29 and 1.93 (medians, LSTM, loaded machine).
 """
 
 from __future__ import annotations
