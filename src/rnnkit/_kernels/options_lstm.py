@@ -53,9 +53,11 @@ L-1-s when ``reverse``; an absent option's array is empty (its first axis 0)::
                                                 without layer norm (δv = δa)
     dh_steps         (L, N, P)      processing  δh̃ of every step; (0, 0, 0) without W_hr
     dm               (N, H)         -           δ(o ⊙ tanh ĉ) of the step
-    tanh_c, dc_hat   (N, H)         -           tanh ĉ and δĉ of the step
+    tanh_c, dc_hat   (N, H)         -           tanh ĉ and δĉ of the step (dc_hat: (0, 0)
+                                                without layer norm)
     dhw              (N, P'NR)      -           δv W_hh of the step (W_hh packed untransposed)
     dw_ln_hh (G,), dw_ln_c, db_ln_c (H,), dw_ph (3H,): the option gradients, summed in
+    ((0,) when their option is off)
 """
 
 import numpy as np
