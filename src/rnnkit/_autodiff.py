@@ -157,8 +157,70 @@ class StackSpec(NamedTuple):
 def _stack_value(spec, x, h_0, c_0, flat):
     """The primitives' value: ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n,
     saved)`` else (autograd has no vector space for a None output)."""
-    output, h_n, c_n, saved = _stack_forward(spec, x, h_0, c_0, flat, keep=True)
+    if _fusable(spec, x, h_0, c_0, flat):
+        output, h_n, c_n, saved = _fused_forward(spec, x, h_0, c_0, flat)
+    else:
+        output, h_n, c_n, saved = _stack_forward(spec, x, h_0, c_0, flat, keep=True)
     return (output, h_n) + ((c_n,) if c_n is not None else ()) + (_Saved(saved),)
+
+
+# ---------------------------------------------------------------- small stacks: fused
+# A small traced call (``_ops.is_small``) without cell options or dropout between layers
+# runs its whole training forward in one compiled call and its whole backward in another
+# (``_kernels/stack_train.py``), not a wrapper call, allocations and GEMMs per
+# layer-direction. The weights are the traced values, not necessarily a module's flat
+# buffer: they are copied into one per call (``_ops.SmallStack``); the weights' gradients
+# come back in one flat buffer, of which each weight's gradient is a view.
+
+_FUSED_TRAIN = True  # tests switch it off to run the layer-by-layer path
+
+
+class _Fused(NamedTuple):
+    """``saved`` of a fused forward: the compiled stack, its histories, and whether the
+    states are a cell's ``(N, H)`` (the stack takes ``(1, N, H)``)."""
+
+    stack: object
+    arrays: tuple
+    cell: bool
+
+
+def _fusable(spec, x, h_0, c_0, flat):
+    """Whether a traced call runs fused: small, no options, no dropout, one float dtype."""
+    if not _FUSED_TRAIN or spec.options.any or (spec.training and spec.dropout > 0):
+        return False
+    dt = x.dtype
+    if x.shape[0] == 0 or x.shape[1] == 0:  # no step or no row: nothing to fuse
+        return False
+    if dt not in (np.float32, np.float64) or h_0.dtype != dt or (
+            c_0 is not None and c_0.dtype != dt) or any(w.dtype != dt for w in flat):
+        return False
+    return _ops.is_small(spec.mode, x, spec.num_layers, spec.num_directions,
+                         flat[0].shape[0] // MODES[spec.mode].gates, h_0.shape[-1])
+
+
+def _fused_forward(spec, x, h_0, c_0, flat):
+    """``_stack_forward(keep=True)`` in one compiled call, the weights copied flat."""
+    stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions, spec.bias,
+                            spec.proj)
+    cell = h_0.ndim == 2  # a cell's (N, H) states: its one layer-direction's
+    output, h_n, c_n, arrays = stack.train_forward(
+        x, h_0[None] if cell else h_0, (c_0[None] if cell else c_0) if c_0 is not None else None,
+        spec.batch_sizes)
+    if cell:
+        h_n, c_n = h_n[0], (None if c_n is None else c_n[0])
+    return output, h_n, c_n, _Fused(stack, arrays, cell)
+
+
+def _fused_backward(saved, g, cell_state):
+    """``_stack_backward`` of a fused forward: ``(dx, dh_0, dc_0, d_flat)``, ``d_flat``
+    views of one flat gradient buffer."""
+    stack, cell = saved.stack, saved.cell
+    dh_n = g[1][None] if cell else g[1]
+    dc_n = (g[2][None] if cell else g[2]) if cell_state else None
+    dx, dh_0, dc_0, grad = stack.backward(saved.arrays, g[0], dh_n, dc_n)
+    if cell:
+        dh_0, dc_0 = dh_0[0], (None if dc_0 is None else dc_0[0])
+    return dx, dh_0, dc_0, stack.grad_views(grad)
 
 
 @primitive
@@ -227,6 +289,8 @@ def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
 def _stack_backward(spec, h_0, c_0, flat, saved, g):
     """The stack's VJP: ``(dx, dh_0, dc_0, d_flat)`` from the outputs' cotangents ``g``."""
     mode = MODES[spec.mode]
+    if isinstance(saved, _Fused):
+        return _fused_backward(saved, g, mode.cell_state)
     D = spec.num_directions
     H_out = h_0.shape[-1]
     d, dh_n = g[0], g[1]  # nobody uses `saved`: its cotangent is a placeholder

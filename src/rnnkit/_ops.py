@@ -35,6 +35,7 @@ from ._kernels import gru as _gru
 from ._kernels import lstm as _lstm
 from ._kernels import rnn as _rnn
 from ._kernels import stack as _stack
+from ._kernels import stack_train as _stack_train
 from ._kernels.blas import matmul as _matmul  # SciPy's OpenBLAS, as the step kernels
 
 __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward",
@@ -603,8 +604,8 @@ class SmallStack:
         # flat, flattened: a module's own buffer, which its parameters are views of (no
         # copy; in-place updates show through), or a copy
         self.weights = np.concatenate(flat, axis=None) if buffer is None else buffer
-        self.layout, size = _layout(tuple(w.shape for w in flat), num_layers * D, bias, proj,
-                                    nr)
+        self.shapes = tuple(w.shape for w in flat)
+        self.layout, size = _layout(self.shapes, num_layers * D, bias, proj, nr)
         self.H = flat[1].shape[0] // _stack.GATES[self.mode]
         self.panel_size = size
         self.panels = None  # packed by the first run
@@ -633,6 +634,75 @@ class SmallStack:
         if pack:
             self.panels = panels
         return output, h_n, (c_n if lstm else None)
+
+    def train_forward(self, x, h_0, c_0, batch_sizes):
+        """The training forward (``_kernels/stack_train.py``): ``(output, h_n, c_n,
+        saved)`` as ``run``'s, ``saved`` what ``backward`` takes (opaque). Packs the
+        panels anew (training changes the weights between calls)."""
+        L, N, _ = x.shape
+        dt = x.dtype
+        K, P, H, D = self.num_layers * self.D, h_0.shape[2], self.H, self.D
+        G = _stack.GATES[self.mode] * H
+        lstm, gru = self.mode == _stack.LSTM, self.mode == _stack.GRU
+        x = _writable(x)
+        rows = _batch_sizes(batch_sizes, L, N)
+        # the histories, flat, one block per layer-direction (stack_train.py's table)
+        outs = np.empty(self.num_layers * L * N * D * P, dt)
+        gates = np.empty(K * L * N * G, dt)
+        hs = np.empty(K * (L + 1) * N * P, dt)
+        cs = np.empty(K * (L + 1) * N * H if lstm else 0, dt)
+        w_hn_h = np.empty(K * L * N * H if gru else 0, dt)
+        h_n = np.empty(h_0.shape, dt)
+        c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
+        _stack_train.stack_train_forward(
+            self.mode, x, _writable(h_0), _writable(c_0) if lstm else _empty(3, dt),
+            self.weights, self.layout, np.empty(self.panel_size, dt), self.gemm, self.nr,
+            self.num_layers, D, H, rows, outs, gates, hs, cs, w_hn_h, h_n, c_n)
+        output = outs[(self.num_layers - 1) * L * N * D * P:].reshape(L, N, D * P)
+        saved = (x, rows, outs, gates, hs, cs, w_hn_h)
+        return output, h_n, (c_n if lstm else None), saved
+
+    def backward(self, saved, d_output, dh_n, dc_n):
+        """The backward of ``train_forward``: ``(dx, dh_0, dc_0, grad)``, ``dc_0`` None but
+        for the LSTM, ``grad`` every weight's gradient in one flat buffer laid out as
+        ``weights`` (``grad_views`` cuts it into the weights' shapes)."""
+        x, rows, outs, gates, hs, cs, w_hn_h = saved
+        dt = x.dtype
+        lstm = self.mode == _stack.LSTM
+        dh_n = _writable(dh_n, dt)
+        dc_n = _writable(dc_n, dt) if lstm else _empty(3, dt)
+        grad = np.empty(self.weights.shape[0], dt)
+        dx = np.empty(x.shape, dt)
+        dh_0 = np.empty(dh_n.shape, dt)
+        dc_0 = np.empty(dc_n.shape, dt) if lstm else _empty(3, dt)
+        _stack_train.stack_backward(
+            self.mode, x, self.weights, self.layout, self.gemm, self.nr, self.num_layers,
+            self.D, self.H, rows, outs, gates, hs, cs, w_hn_h, _writable(d_output, dt), dh_n,
+            dc_n, grad, dx, dh_0, dc_0)
+        return dx, dh_0, (dc_0 if lstm else None), grad
+
+    def grad_views(self, grad):
+        """The flat gradient buffer of ``backward`` as one view per weight, in the flat
+        order (``_modes.weight_names`` per layer-direction), shaped as the weights."""
+        return [grad[a:b].reshape(shape) for a, b, shape in _spans(self.shapes)]
+
+
+@functools.lru_cache(maxsize=64)
+def _spans(shapes):
+    """``(start, stop, shape)`` of each weight in the flat buffer, in the flat order."""
+    spans, offset = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        spans.append((offset, offset + size, shape))
+        offset += size
+    return tuple(spans)
+
+
+def _writable(a, dtype=None):
+    """``a`` as a C-contiguous, writable array of ``dtype`` (the compiled stack's argument
+    types: one specialization), copied only when it is not one already."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
 
 
 @functools.lru_cache(maxsize=64)
