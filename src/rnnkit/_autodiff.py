@@ -17,16 +17,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 from autograd.builtins import DictBox, DictVSpace
-from autograd.core import make_vjp
+from autograd.core import VJPNode, backward_pass, vspace
 from autograd.extend import VSpace, defvjp_argnums, primitive
 from autograd.numpy.numpy_boxes import ArrayBox
-from autograd.tracer import getval, isbox
+from autograd.tracer import getval, isbox, new_box, trace_stack
 
 from . import _ops
 from ._modes import MODES, NO_OPTIONS, CellOptions, layer_weights, option_names
@@ -552,8 +551,9 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
                     f"{len(args)} positional arguments"
                 )
         modules = {k: args[k] for k in nums if _is_module(args[k])}
+        named = {k: dict(m.named_parameters()) for k, m in modules.items()}
         start = tuple(
-            _Parameters((name, np.asarray(p)) for name, p in args[k].named_parameters())
+            _Parameters((name, np.asarray(p)) for name, p in named[k].items())
             if k in modules else args[k]
             for k in nums
         )
@@ -572,20 +572,29 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
                         call_args[k] = value
                 return fun(*call_args, **kwargs)
 
-        with warnings.catch_warnings():
-            # A loss that does not depend on some argument has a zero gradient for it.
-            warnings.filterwarnings("ignore", message="Output seems independent of input")
-            vjp, value = make_vjp(traced, start[0] if len(nums) == 1 else start)
-            if np.ndim(value) != 0:
-                raise ValueError(
-                    f"the function to differentiate must return a scalar loss, got an "
-                    f"array of shape {np.shape(value)}; reduce it, e.g. with .sum() or .mean()"
-                )
-            grads = vjp(np.ones_like(value))
+        # autograd's make_vjp, without its warning for a loss that does not depend on the
+        # arguments (their gradient is zero) and without the warnings filter it would take
+        # to silence that on every call
+        start_value = start[0] if len(nums) == 1 else start
+        start_node = VJPNode.new_root()
+        with trace_stack.new_trace() as trace:
+            start_box = new_box(start_value, trace, start_node)
+            end_box = traced(start_box)
+        if isbox(end_box) and end_box._trace == start_box._trace:
+            value, end_node = end_box._value, end_box._node
+        else:
+            value, end_node = end_box, None
+        if np.ndim(value) != 0:
+            raise ValueError(
+                f"the function to differentiate must return a scalar loss, got an "
+                f"array of shape {np.shape(value)}; reduce it, e.g. with .sum() or .mean()"
+            )
+        grads = (vspace(start_value).zeros() if end_node is None
+                 else backward_pass(np.ones_like(value), end_node))
         grads = [grads] if len(nums) == 1 else list(grads)
         for i, (k, g) in enumerate(zip(nums, grads)):
             if k in modules:
-                params = dict(modules[k].named_parameters())
+                params = named[k]
                 g = grads[i] = {name: g[name] if name in g else np.zeros_like(np.asarray(p))
                                 for name, p in params.items()}  # keyed like named_parameters
                 for name, g_p in g.items():
