@@ -517,10 +517,29 @@ VSpace.register(_Parameters, _parameters_vspace)
 DictBox.register(_Parameters)
 
 
-def _is_module(obj) -> bool:
-    from .nn.modules.module import Module  # modules import this file, not the reverse
+_MODULE = []  # the Module class, imported on first use (modules import this file)
 
-    return isinstance(obj, Module)
+
+def _is_module(obj) -> bool:
+    if not _MODULE:
+        from .nn.modules.module import Module
+
+        _MODULE.append(Module)
+    return isinstance(obj, _MODULE[0])
+
+
+def _copies(arrays: dict) -> dict:
+    """Fresh copies of ``arrays`` (name -> array): one copy of their buffer when they are
+    views tiling one (the fused stack's gradients), else one copy each."""
+    values = list(arrays.values())
+    base = values[0].base if values else None
+    if (base is not None and base.ndim == 1 and base.flags.c_contiguous
+            and all(v.base is base and v.flags.c_contiguous for v in values)):
+        copy = base.copy()
+        start, item = base.__array_interface__["data"][0], base.itemsize
+        return {name: copy[(v.__array_interface__["data"][0] - start) // item:][:v.size]
+                .reshape(v.shape) for name, v in arrays.items()}
+    return {name: np.array(v) for name, v in arrays.items()}
 
 
 def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
@@ -597,9 +616,16 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
                 params = named[k]
                 g = grads[i] = {name: g[name] if name in g else np.zeros_like(np.asarray(p))
                                 for name, p in params.items()}  # keyed like named_parameters
+                fresh = None
                 for name, g_p in g.items():
                     p = params[name]
-                    p.grad = np.array(g_p, dtype=p.dtype) if p.grad is None else p.grad + g_p
+                    if p.grad is not None:
+                        p.grad = p.grad + g_p
+                    elif g_p.dtype == p.dtype:  # .grad never shares the returned dict's memory
+                        fresh = _copies(g) if fresh is None else fresh
+                        p.grad = fresh[name]
+                    else:
+                        p.grad = np.array(g_p, dtype=p.dtype)
         result = tuple(grads)
         return value, (result[0] if single else result)
 
