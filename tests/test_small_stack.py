@@ -100,7 +100,7 @@ def test_layers_and_cells_take_the_compiled_stack_when_small(monkeypatch):
     assert len(runs) == 2
     lstm(x)  # nothing traced: inference, as under no_grad
     assert len(runs) == 3
-    grads = rnnkit.grad(lambda m, x: m(x)[0].sum())(lstm, x)  # traced: the training kernels, not run
+    grads = rnnkit.grad(lambda m, x: m(x)[0].sum())(lstm, x)  # traced: stack_train, not run
     assert len(runs) == 3 and set(grads) == set(dict(lstm.named_parameters()))
     big = nn.LSTM(256, 256)
     with rnnkit.no_grad():
