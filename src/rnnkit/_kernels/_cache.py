@@ -22,9 +22,9 @@ import os
 from numba.core import caching
 
 _FOLDER = os.path.dirname(os.path.abspath(__file__))
-# what the kernels of this folder compile in: the helpers, and the step loops that
-# stack.py calls (numba stamps a cache with its own file only)
-SHARED = ("_math.py", "_gemm.py", "lstm.py", "gru.py", "rnn.py")
+# what the kernels of this folder compile in: the helpers (the cell options' too), and
+# the step loops that stack.py calls (numba stamps a cache with its own file only)
+SHARED = ("_math.py", "_gemm.py", "lstm.py", "gru.py", "rnn.py", "_options_math.py")
 
 
 @functools.lru_cache(maxsize=1)
