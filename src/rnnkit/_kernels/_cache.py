@@ -23,8 +23,10 @@ from numba.core import caching
 
 _FOLDER = os.path.dirname(os.path.abspath(__file__))
 # what the kernels of this folder compile in: the helpers (the cell options' too), and
-# the step loops that stack.py calls (numba stamps a cache with its own file only)
-SHARED = ("_math.py", "_gemm.py", "lstm.py", "gru.py", "rnn.py", "_options_math.py")
+# the step loops and the layer pieces of stack.py that stack.py and stack_train.py call
+# (numba stamps a cache with its own file only)
+SHARED = ("_math.py", "_gemm.py", "lstm.py", "gru.py", "rnn.py", "stack.py",
+          "_options_math.py")
 
 
 @functools.lru_cache(maxsize=1)

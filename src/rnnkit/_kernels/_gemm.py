@@ -85,17 +85,10 @@ def panel_width(dtype, isa=None) -> int:
 
 def pack(w: np.ndarray, transpose: bool, isa: str | None = None) -> np.ndarray:
     """``B = w.T`` (``transpose``) or ``w``, ``(K, N)``, as contiguous panels
-    ``(ceil(N / NR), K, NR)``, the columns past N zero."""
+    ``(ceil(N / NR), K, NR)``, the columns past N zero: one compiled pass either way
+    (numpy's reshapes cost µs)."""
     nr = panel_width(w.dtype, isa)
-    if transpose:  # the step's W_hh^T: one compiled pass (numpy's reshapes cost µs)
-        return _pack_rows(np.ascontiguousarray(w), nr)
-    K, N = w.shape
-    P = -(-N // nr)
-    panels = np.zeros((P, K, nr), dtype=w.dtype)
-    full = N // nr
-    panels[:full] = w[:, :full * nr].reshape(K, full, nr).transpose(1, 0, 2)
-    panels[full:, :, :N - full * nr] = w[:, full * nr:]
-    return panels
+    return (_pack_rows if transpose else _pack_cols)(np.ascontiguousarray(w), nr)
 
 
 @njit(cache=True, nogil=True)
@@ -104,6 +97,29 @@ def _pack_rows(w, nr):
     panels = np.empty(((w.shape[0] + nr - 1) // nr, w.shape[1], nr), w.dtype)
     pack_rows_into(w, panels)
     return panels
+
+
+@njit(cache=True, nogil=True)
+def _pack_cols(w, nr):
+    """Panels of ``w`` itself for ``w (K, M)``, newly allocated (``pack_cols_into``)."""
+    panels = np.empty(((w.shape[1] + nr - 1) // nr, w.shape[0], nr), w.dtype)
+    pack_cols_into(w, panels)
+    return panels
+
+
+@njit(cache=True, nogil=True)
+def pack_cols_into(w, panels):
+    """Panels of ``w (K, M)`` itself (not transposed) into ``panels (ceil(M / NR), K, NR)``:
+    column m of w is column m of B; the columns past M zero (a backward's dz W_hh)."""
+    K, M = w.shape
+    nr = panels.shape[2]
+    for p in range(panels.shape[0]):
+        width = min(nr, M - p * nr)
+        for k in range(K):
+            for j in range(width):
+                panels[p, k, j] = w[k, p * nr + j]
+            for j in range(width, nr):
+                panels[p, k, j] = 0.0
 
 
 @njit(cache=True, nogil=True)

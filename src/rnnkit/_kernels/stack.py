@@ -40,6 +40,71 @@ W_IH, W_HH, B_IH, B_HH, W_HR, PANELS, IN = range(7)  # columns of `layout`
 
 
 @njit(**_OPTS)
+def layer_weights(weights, layout, k, G, P):
+    """``W_ih (G, I_k)``, ``W_hh (G, P)`` of layer-direction ``k``: views of ``weights``."""
+    o = layout[k]
+    I_k = o[IN]
+    return (weights[o[W_IH]:o[W_IH] + G * I_k].reshape((G, I_k)),
+            weights[o[W_HH]:o[W_HH] + G * P].reshape((G, P)))
+
+
+@njit(**_OPTS)
+def layer_panels(panels, layout, k, Gp, P, nr):
+    """Layer-direction ``k``'s panels of ``W_ih^T`` and of ``W_hh^T``: views of ``panels``."""
+    o = layout[k]
+    I_k = o[IN]
+    q = o[PANELS] + Gp * I_k * nr
+    return (panels[o[PANELS]:q].reshape((Gp, I_k, nr)),
+            panels[q:q + Gp * P * nr].reshape((Gp, P, nr)))
+
+
+@njit(**_OPTS)
+def projection_weight(weights, o, P, H, dt):
+    """The LSTM's ``W_hr (P, H)`` of a layer-direction (``o`` its row of ``layout``): a view
+    of ``weights``, or ``(0, 0)`` without projection."""
+    if o[W_HR] >= 0:
+        return weights[o[W_HR]:o[W_HR] + P * H].reshape((P, H))
+    return np.empty((0, 0), dt)
+
+
+@njit(**_OPTS)
+def hidden_bias(weights, o, G, dt):
+    """The GRU's ``b_hh (G,)`` (it keeps ``b_hn`` apart from ``b_ih``), zeros without bias."""
+    b_hh = np.zeros(G, dt)
+    if o[B_HH] >= 0:
+        b_hh[:] = weights[o[B_HH]:o[B_HH] + G]
+    return b_hh
+
+
+@njit(**_OPTS)
+def project_input(mode, gemm, layer_in, ih_panels, weights, o, batch_sizes, reverse, xw):
+    """The input projection in processing order: ``xw[s] = x_t W_ih^T + bias`` for the
+    active rows, the bias ``b_ih + b_hh`` (LSTM, RNN: one sum, as the layer path) or
+    ``b_ih`` (GRU); ``o`` the layer-direction's row of ``layout``. One product over all
+    ``L N`` rows (padding rows too: never read), whose full row blocks run at the
+    micro-kernel's speed, where a product per step of a batch of one would wait on
+    each FMA's latency."""
+    L, N, I_k = layer_in.shape
+    G = xw.shape[2]
+    dt = xw.dtype
+    bias = np.zeros(G, dt)
+    if o[B_IH] >= 0:
+        for g in range(G):
+            bias[g] = weights[o[B_IH] + g]
+            if mode != GRU:
+                bias[g] += weights[o[B_HH] + g]
+    projected = np.empty((L * N, ih_panels.shape[0] * ih_panels.shape[2]), dt)
+    step_product(gemm, layer_in.reshape((L * N, I_k)), L * N, ih_panels, projected)
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        n = min(batch_sizes[t], N)
+        for m in range(n):
+            row = projected[t * N + m]
+            for g in range(G):
+                xw[s, m, g] = row[g] + bias[g]
+
+
+@njit(**_OPTS)
 def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, num_layers,
                     D, H, batch_sizes, output, h_n, c_n):
     """The inference forward of a stack (see the module's table); writes ``output``,
@@ -56,56 +121,29 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, 
         out = output if last else np.empty((L, N, D * P), dt)
         for d in range(D):
             k = D * layer + d
-            I_k = layout[k, IN]
-            o = layout[k]
-            w_ih = weights[o[W_IH]:o[W_IH] + G * I_k].reshape((G, I_k))
-            w_hh = weights[o[W_HH]:o[W_HH] + G * P].reshape((G, P))
-            ih_panels = panels[o[PANELS]:o[PANELS] + Gp * I_k * nr].reshape((Gp, I_k, nr))
-            q = o[PANELS] + Gp * I_k * nr
-            hh_panels = panels[q:q + Gp * P * nr].reshape((Gp, P, nr))
+            w_ih, w_hh = layer_weights(weights, layout, k, G, P)
+            ih_panels, hh_panels = layer_panels(panels, layout, k, Gp, P, nr)
             if pack:
                 pack_rows_into(w_ih, ih_panels)
                 pack_rows_into(w_hh, hh_panels)
-            # the input projection, in processing order: xw[s] = x_t W_ih^T + bias, where
-            # the bias is b_ih + b_hh (LSTM, RNN: one sum, as the layer path) or b_ih (GRU);
-            # one product over all L N rows (padding rows too: never read), whose full row
-            # blocks run at the micro-kernel's speed, where a product per step of a batch
-            # of one would wait on each FMA's latency
-            bias = np.zeros(G, dt)
-            if o[B_IH] >= 0:
-                for g in range(G):
-                    bias[g] = weights[o[B_IH] + g]
-                    if mode != GRU:
-                        bias[g] += weights[o[B_HH] + g]
             reverse = d == 1
             xw = np.empty((L, N, G), dt)
             hw = np.empty((N, Gp * nr), dt)
-            projected = np.empty((L * N, Gp * nr), dt)
-            step_product(gemm, layer_in.reshape((L * N, I_k)), L * N, ih_panels, projected)
-            for s in range(L):
-                t = L - 1 - s if reverse else s
-                n = min(batch_sizes[t], N)
-                for m in range(n):
-                    row = projected[t * N + m]
-                    for g in range(G):
-                        xw[s, m, g] = row[g] + bias[g]
+            o = layout[k]
+            project_input(mode, gemm, layer_in, ih_panels, weights, o, batch_sizes, reverse, xw)
             step_out = out if D == 1 else np.empty((L, N, P), dt)
             hs = np.empty((2, N, P), dt)  # two state slots taking turns
             hs[0] = h_0[k]
             if lstm:
                 cs = np.empty((2, N, H), dt)
                 cs[0] = c_0[k]
-                w_hr = (weights[o[W_HR]:o[W_HR] + P * H].reshape((P, H)) if o[W_HR] >= 0
-                        else np.empty((0, 0), dt))
                 h_unproj = np.empty((N, H) if o[W_HR] >= 0 else (0, 0), dt)
-                lstm_forward(xw, gemm, hh_panels, w_hr, batch_sizes, reverse, hs, cs, hw,
-                             step_out, h_unproj)
+                lstm_forward(xw, gemm, hh_panels, projection_weight(weights, o, P, H, dt),
+                             batch_sizes, reverse, hs, cs, hw, step_out, h_unproj)
                 c_n[k] = cs[L % 2]
             elif mode == GRU:
-                b_hh = np.zeros(G, dt)
-                if o[B_HH] >= 0:
-                    b_hh[:] = weights[o[B_HH]:o[B_HH] + G]
-                gru_forward(xw, gemm, hh_panels, b_hh, batch_sizes, reverse, hs, hw,
+                gru_forward(xw, gemm, hh_panels, hidden_bias(weights, o, G, dt), batch_sizes,
+                            reverse, hs, hw,
                             np.empty((1, N, H), dt), step_out)
             else:
                 rnn_forward(xw, gemm, hh_panels, batch_sizes, reverse, mode == RNN_RELU, hs,

@@ -53,38 +53,28 @@ LSTM and RNN have one bias sum, so db_hh = db_ih.
 import numpy as np
 from numba import njit
 
-from . import stack as _stack
-from ._gemm import pack_rows_into, step_product
+from ._gemm import pack_cols_into, pack_rows_into, step_product
 from ._math import _OPTS
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
-
-# stack.py's constants, repeated here: numba compiles a global in as a constant and
-# stamps its cache with this file only, so constants imported from stack.py would go
-# stale in the cache when stack.py changed; instead a change there fails this check
-LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3  # the `mode` argument
-GATES = (4, 3, 1, 1)
-W_IH, W_HH, B_IH, B_HH, W_HR, PANELS, IN = range(7)  # columns of `layout`
-assert (LSTM, GRU, RNN_TANH, RNN_RELU, GATES, W_IH, W_HH, B_IH, B_HH, W_HR, PANELS, IN) == (
-    _stack.LSTM, _stack.GRU, _stack.RNN_TANH, _stack.RNN_RELU, _stack.GATES, _stack.W_IH,
-    _stack.W_HH, _stack.B_IH, _stack.B_HH, _stack.W_HR, _stack.PANELS, _stack.IN), \
-    "stack.py's constants changed: update stack_train.py's"
-
-
-@njit(**_OPTS)
-def _pack_cols_into(w, panels):
-    """Panels of ``w (K, M)`` itself (not transposed) into ``panels (ceil(M / NR), K, NR)``:
-    column m of w is column m of B; the columns past M zero (the backward's dh = dz W_hh)."""
-    K, M = w.shape
-    nr = panels.shape[2]
-    for p in range(panels.shape[0]):
-        width = min(nr, M - p * nr)
-        for k in range(K):
-            for j in range(width):
-                panels[p, k, j] = w[k, p * nr + j]
-            for j in range(width, nr):
-                panels[p, k, j] = 0.0
+from .stack import (
+    B_HH,
+    B_IH,
+    GATES,
+    GRU,
+    IN,
+    LSTM,
+    RNN_RELU,
+    W_HH,
+    W_HR,
+    W_IH,
+    hidden_bias,
+    layer_panels,
+    layer_weights,
+    project_input,
+    projection_weight,
+)
 
 
 @njit(**_OPTS)
@@ -121,52 +111,29 @@ def stack_train_forward(mode, x, h_0, c_0, weights, layout, panels, gemm, nr, nu
         out = outs[layer * out_size:(layer + 1) * out_size].reshape((L, N, D * P))
         for d in range(D):
             k = D * layer + d
-            I_k = layout[k, IN]
             o = layout[k]
-            w_ih = weights[o[W_IH]:o[W_IH] + G * I_k].reshape((G, I_k))
-            w_hh = weights[o[W_HH]:o[W_HH] + G * P].reshape((G, P))
-            ih_panels = panels[o[PANELS]:o[PANELS] + Gp * I_k * nr].reshape((Gp, I_k, nr))
-            q = o[PANELS] + Gp * I_k * nr
-            hh_panels = panels[q:q + Gp * P * nr].reshape((Gp, P, nr))
+            w_ih, w_hh = layer_weights(weights, layout, k, G, P)
+            ih_panels, hh_panels = layer_panels(panels, layout, k, Gp, P, nr)
             pack_rows_into(w_ih, ih_panels)  # W_ih^T
             pack_rows_into(w_hh, hh_panels)  # W_hh^T: the step product h W_hh^T
-            # the input projection, in processing order: xw[s] = x_t W_ih^T + bias, the
-            # bias b_ih + b_hh (LSTM, RNN: one sum, as the layer path) or b_ih (GRU)
-            bias = np.zeros(G, dt)
-            if o[B_IH] >= 0:
-                for g in range(G):
-                    bias[g] = weights[o[B_IH] + g]
-                    if mode != GRU:
-                        bias[g] += weights[o[B_HH] + g]
             reverse = d == 1
             xw = gates[k * L * N * G:(k + 1) * L * N * G].reshape((L, N, G))
             hw = np.empty((N, Gp * nr), dt)
-            for s in range(L):
-                t = L - 1 - s if reverse else s
-                n = min(batch_sizes[t], N)
-                step_product(gemm, layer_in[t], n, ih_panels, hw)
-                for m in range(n):
-                    for g in range(G):
-                        xw[s, m, g] = hw[m, g] + bias[g]
+            project_input(mode, gemm, layer_in, ih_panels, weights, o, batch_sizes, reverse, xw)
             step_out = out if D == 1 else np.empty((L, N, P), dt)
             h_k = hs[k * (L + 1) * N * P:(k + 1) * (L + 1) * N * P].reshape((L + 1, N, P))
             h_k[0] = h_0[k]
             if lstm:  # the step kernels exactly as _ops.lstm_forward(keep=True) calls them
                 c_k = cs[k * (L + 1) * N * H:(k + 1) * (L + 1) * N * H].reshape((L + 1, N, H))
                 c_k[0] = c_0[k]
-                w_hr = (weights[o[W_HR]:o[W_HR] + P * H].reshape((P, H)) if o[W_HR] >= 0
-                        else np.empty((0, 0), dt))
                 h_unproj = np.empty((N, H) if o[W_HR] >= 0 else (0, 0), dt)
-                lstm_forward(xw, gemm, hh_panels, w_hr, batch_sizes, reverse, h_k, c_k, hw,
-                             step_out, h_unproj)
+                lstm_forward(xw, gemm, hh_panels, projection_weight(weights, o, P, H, dt),
+                             batch_sizes, reverse, h_k, c_k, hw, step_out, h_unproj)
                 c_n[k] = c_k[L]
             elif mode == GRU:
-                b_hh = np.zeros(G, dt)
-                if o[B_HH] >= 0:
-                    b_hh[:] = weights[o[B_HH]:o[B_HH] + G]
                 whn_k = w_hn_h[k * L * N * H:(k + 1) * L * N * H].reshape((L, N, H))
-                gru_forward(xw, gemm, hh_panels, b_hh, batch_sizes, reverse, h_k, hw, whn_k,
-                            step_out)
+                gru_forward(xw, gemm, hh_panels, hidden_bias(weights, o, G, dt), batch_sizes,
+                            reverse, h_k, hw, whn_k, step_out)
             else:
                 rnn_forward(xw, gemm, hh_panels, batch_sizes, reverse, mode == RNN_RELU, h_k,
                             hw, step_out)
@@ -201,10 +168,9 @@ def stack_backward(mode, x, weights, layout, gemm, nr, num_layers, D, H, batch_s
             k = D * layer + d
             o = layout[k]
             reverse = d == 1
-            w_ih = weights[o[W_IH]:o[W_IH] + G * I_k].reshape((G, I_k))
-            w_hh = weights[o[W_HH]:o[W_HH] + G * P].reshape((G, P))
+            w_ih, w_hh = layer_weights(weights, layout, k, G, P)
             bw_panels = np.empty((Pp, G, nr), dt)
-            _pack_cols_into(w_hh, bw_panels)  # W_hh itself: dh = dz W_hh
+            pack_cols_into(w_hh, bw_panels)  # W_hh itself: dh = dz W_hh
             d_out = np.empty((L, N, P), dt)  # this direction's columns, contiguous
             d_out[:] = d_layer[:, :, d * P:(d + 1) * P]
             dh = dh_n[k].copy()
@@ -217,12 +183,11 @@ def stack_backward(mode, x, weights, layout, gemm, nr, num_layers, D, H, batch_s
             c_k = (cs[k * (L + 1) * N * H:(k + 1) * (L + 1) * N * H].reshape((L + 1, N, H))
                    if lstm else np.empty((0, 0, 0), dt))
             if lstm:  # the step kernels exactly as _ops.lstm_backward calls them
-                w_hr = (weights[o[W_HR]:o[W_HR] + P * H].reshape((P, H)) if proj
-                        else np.empty((0, 0), dt))
                 dc = dc_n[k].copy()
-                lstm_backward(gemm, bw_panels, w_hr, batch_sizes, reverse, c_k, g_k, d_out,
-                              dh, dc, dz, dh_steps, np.empty((N, H) if proj else (0, 0), dt),
-                              np.empty((N, H), dt), dhw)
+                lstm_backward(gemm, bw_panels, projection_weight(weights, o, P, H, dt),
+                              batch_sizes, reverse, c_k, g_k, d_out, dh, dc, dz, dh_steps,
+                              np.empty((N, H) if proj else (0, 0), dt), np.empty((N, H), dt),
+                              dhw)
                 dc_0[k] = dc
             elif mode == GRU:
                 whn_k = w_hn_h[k * L * N * H:(k + 1) * L * N * H].reshape((L, N, H))
@@ -246,11 +211,11 @@ def stack_backward(mode, x, weights, layout, gemm, nr, num_layers, D, H, batch_s
                 for m in range(N):
                     for i in range(I_k):
                         a_t[i, s * N + m] = layer_in[t, m, i]
-            _pack_cols_into(dz2, dz_panels)
+            pack_cols_into(dz2, dz_panels)
             step_product(gemm, a_t, I_k, dz_panels, wide)  # dW_ih^T = x_k^T dz
             _write_transposed(wide, I_k, G, grad[o[W_IH]:o[W_IH] + G * I_k].reshape((G, I_k)))
             ih_panels = np.empty(((I_k + nr - 1) // nr, G, nr), dt)
-            _pack_cols_into(w_ih, ih_panels)
+            pack_cols_into(w_ih, ih_panels)
             dx_k = np.empty((R, ih_panels.shape[0] * nr), dt)
             step_product(gemm, dz2, R, ih_panels, dx_k)  # dz W_ih, processing order
             for s in range(L):
@@ -265,7 +230,7 @@ def stack_backward(mode, x, weights, layout, gemm, nr, num_layers, D, H, batch_s
                     for m in range(N):
                         for j in range(H):
                             dz[s, m, 2 * H + j] *= g_k[s, m, j]
-                _pack_cols_into(dz2, dz_panels)
+                pack_cols_into(dz2, dz_panels)
             if o[B_HH] >= 0:  # db_hh = sum dz_h (LSTM, RNN: = db_ih, one bias sum)
                 _column_sums(dz2, grad[o[B_HH]:o[B_HH] + G])
             for r in range(R):  # h^T: the states entering the steps
@@ -282,7 +247,7 @@ def stack_backward(mode, x, weights, layout, gemm, nr, num_layers, D, H, batch_s
                             c_k[r // N + 1, r % N, j])
                     for p in range(P):
                         a_t[p, r] = dh_steps[r // N, r % N, p]
-                _pack_cols_into(h_unproj, u_panels)
+                pack_cols_into(h_unproj, u_panels)
                 dw_hr = np.empty((P, u_panels.shape[0] * nr), dt)
                 step_product(gemm, a_t, P, u_panels, dw_hr)
                 w = grad[o[W_HR]:o[W_HR] + P * H].reshape((P, H))
