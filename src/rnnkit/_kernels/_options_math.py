@@ -139,3 +139,27 @@ def _recurrent_backward(dy, v_hat, rstd, gamma, dv, dgamma, dbias, G):
     mean_g_v_hat /= count
     for k in range(G):
         dv[k] = rstd * (dy[k] * gamma[k] - mean_g - v_hat[k] * mean_g_v_hat)
+
+
+@njit(**_OPTS)
+def _zone_row(zoneout_mask, s, m, p, h_prev, h_new, P):
+    """Zoneout of row ``m`` at step ``s``, over ``h_new`` in place: ``d`` the drawn mask's
+    row ``zoneout_mask[s, m]`` when there is a mask (``(0, 0, 0)`` when not), else the eval
+    probability ``p`` (``p < 0``: zoneout is off)."""
+    if zoneout_mask.shape[0] > 0:
+        _zoneout(zoneout_mask[s, m], h_prev, h_new, P)
+    elif p >= 0:
+        _zoneout_eval(p, h_prev, h_new, P)
+
+
+@njit(**_OPTS)
+def _zone_row_backward(zoneout_mask, s, m, p, dhm, dom, dh_tilde, P):
+    """``δh' = δh + δoutput`` of row ``m`` at step ``s``, through zoneout (as ``_zone_row``
+    picks ``d``): ``δh̃ = (1 - d) ⊙ δh'`` into ``dh_tilde``, ``d ⊙ δh'`` left in ``dhm``;
+    without zoneout ``dh_tilde = δh'`` (``dh_tilde`` may be ``dhm`` itself)."""
+    if zoneout_mask.shape[0] > 0:
+        _split_zoneout(dhm, dom, zoneout_mask[s, m], dh_tilde, P)
+    elif p >= 0:
+        _split_zoneout_eval(dhm, dom, p, dh_tilde, P)
+    else:
+        _sum_into(dh_tilde, dhm, dom, P)

@@ -59,11 +59,8 @@ from ._options_math import (
     _masked,
     _recurrent_backward,
     _row_stats,
-    _split_zoneout,
-    _split_zoneout_eval,
-    _sum_into,
-    _zoneout,
-    _zoneout_eval,
+    _zone_row,
+    _zone_row_backward,
 )
 
 # ---------------------------------------------------------------- one row of a step
@@ -154,7 +151,6 @@ def gru_forward(xw, gemm, w_hh_panels, b_hh, w_ln_hh, recurrent_mask, zoneout_ma
     H = G // 3
     S, K = hs.shape[0], w_hn_h.shape[0]
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
-    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     p = xw.dtype.type(zoneout_p)
     for s in range(L):
         t = L - 1 - s if reverse else s
@@ -172,10 +168,8 @@ def gru_forward(xw, gemm, w_hh_panels, b_hh, w_ln_hh, recurrent_mask, zoneout_ma
                 if ln:  # b = LN(v) γ_hh + b_hh: hw ← LN(v) γ_hh in place, b_hh below
                     rstd_hh[s % K, m] = _normalize_scaled(hw[m], ln_hh[s % K, m], w_ln_hh, G)
                 _gru_cell(gates_s[m], hw[m], b_hh, w_hn_h[s % K, m], h_in[m], h_out[m], H)
-                if zone_mask:  # h' = d ⊙ h + (1 - d) ⊙ h̃
-                    _zoneout(zoneout_mask[steps0 + s, rows0 + m], h_in[m], h_out[m], H)
-                elif zone_eval:
-                    _zoneout_eval(p, h_in[m], h_out[m], H)
+                # h' = d ⊙ h + (1 - d) ⊙ h̃
+                _zone_row(zoneout_mask, steps0 + s, rows0 + m, p, h_in[m], h_out[m], H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
@@ -204,7 +198,7 @@ def gru_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
     L, N, G = dxw.shape
     H = G // 3
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
-    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
+    zoned = zoneout_mask.shape[0] > 0 or zoneout_p >= 0  # a drawn mask, or eval's p
     p = dxw.dtype.type(zoneout_p)
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
@@ -217,12 +211,7 @@ def gru_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
             continue
         for m in range(n):
             # δh̃ = (1 - d) ⊙ δh'; dh keeps d ⊙ δh' (zoneout's straight path to h)
-            if zone_mask:
-                _split_zoneout(dh[m], d_output[t, m], zoneout_mask[s, m], dh_tilde[m], H)
-            elif zone_eval:
-                _split_zoneout_eval(dh[m], d_output[t, m], p, dh_tilde[m], H)
-            else:
-                _sum_into(dh_tilde[m], dh[m], d_output[t, m], H)
+            _zone_row_backward(zoneout_mask, s, m, p, dh[m], d_output[t, m], dh_tilde[m], H)
             _gru_cell_backward(gates[s, m], dh_tilde[m], hs[s, m], w_hn_h[s, m], dxw[s, m],
                                dhw_step[m], H)
             if ln:  # δv = LN backward of δb ⊙ γ_hh; δγ_hh = Σ δb ⊙ LN(v), δb_hh = Σ δb
@@ -232,4 +221,4 @@ def gru_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
         # δh = q ⊙ (δv W_hh) + z ⊙ δh̃ (straight, unmasked) + d ⊙ δh' (kept in dh)
         for m in range(n):
             _to_previous_h(dh[m], dhw[m], recurrent_mask[m] if drop else dhw[m], drop,
-                           dh_tilde[m], gates[s, m], zone_mask or zone_eval, H)
+                           dh_tilde[m], gates[s, m], zoned, H)

@@ -74,11 +74,8 @@ from ._options_math import (
     _row_dot,
     _row_dot3,
     _row_stats,
-    _split_zoneout,
-    _split_zoneout_eval,
-    _sum_into,
-    _zoneout,
-    _zoneout_eval,
+    _zone_row,
+    _zone_row_backward,
 )
 
 # ---------------------------------------------------------------- the input side, all steps
@@ -300,7 +297,6 @@ def lstm_forward(xw, gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, rec
     proj = w_hr.shape[0] > 0
     ln, peep = w_ln_hh.shape[0] > 0, w_ph.shape[0] > 0
     drop = recurrent_mask.shape[0] > 0
-    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     p = xw.dtype.type(zoneout_p)
     K = ln_hh.shape[0] if ln else 1
     for s in range(L):
@@ -328,12 +324,8 @@ def lstm_forward(xw, gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, rec
                     rstd_c[s % K, m] = r_c
             if proj:
                 np.dot(h_unproj[:n], w_hr.T, h_out[:n])  # h̃ = W_hr (o ⊙ tanh ĉ)
-            if zone_mask:  # h' = d ⊙ h + (1 - d) ⊙ h̃
-                for m in range(n):
-                    _zoneout(zoneout_mask[steps0 + s, rows0 + m], h_in[m], h_out[m], P)
-            elif zone_eval:
-                for m in range(n):
-                    _zoneout_eval(p, h_in[m], h_out[m], P)
+            for m in range(n):  # h' = d ⊙ h + (1 - d) ⊙ h̃
+                _zone_row(zoneout_mask, steps0 + s, rows0 + m, p, h_in[m], h_out[m], P)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
@@ -369,8 +361,7 @@ def lstm_backward(gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, recurr
     proj = w_hr.shape[0] > 0
     ln, peep = w_ln_hh.shape[0] > 0, w_ph.shape[0] > 0
     drop = recurrent_mask.shape[0] > 0
-    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
-    zoned = zone_mask or zone_eval
+    zoned = zoneout_mask.shape[0] > 0 or zoneout_p >= 0  # a drawn mask, or eval's p
     p = dz.dtype.type(zoneout_p)
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
@@ -386,12 +377,7 @@ def lstm_backward(gemm, w_hh_panels, w_hr, w_ln_hh, w_ln_c, b_ln_c, w_ph, recurr
         # δh' = δh + δoutput; zoneout: δh̃ = (1 - d) ⊙ δh', dh keeps d ⊙ δh'
         for m in range(n):
             dh_tilde = dh_steps[s, m] if proj else (dm[m] if zoned else dh[m])
-            if zone_mask:
-                _split_zoneout(dh[m], d_output[t, m], zoneout_mask[s, m], dh_tilde, P)
-            elif zone_eval:
-                _split_zoneout_eval(dh[m], d_output[t, m], p, dh_tilde, P)
-            else:
-                _sum_into(dh_tilde, dh[m], d_output[t, m], P)  # may be dh[m] itself
+            _zone_row_backward(zoneout_mask, s, m, p, dh[m], d_output[t, m], dh_tilde, P)
         if proj:
             np.dot(dh_steps[s, :n], w_hr, dm[:n])  # back through h̃ = W_hr m
         for m in range(n):

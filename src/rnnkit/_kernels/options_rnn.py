@@ -55,11 +55,8 @@ from ._options_math import (
     _masked_add_to,
     _recurrent_backward,
     _row_stats,
-    _split_zoneout,
-    _split_zoneout_eval,
-    _sum_into,
-    _zoneout,
-    _zoneout_eval,
+    _zone_row,
+    _zone_row_backward,
 )
 
 # ---------------------------------------------------------------- one row of a step
@@ -121,7 +118,6 @@ def rnn_forward(xw, gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zo
     L, N, H = xw.shape
     S = hs.shape[0]
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
-    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
     keep_tilde = h_tilde.shape[0] > 0
     p = xw.dtype.type(zoneout_p)
     K = ln_hh.shape[0] if ln else 1
@@ -143,10 +139,8 @@ def rnn_forward(xw, gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zo
                     rstd_hh[s % K, m] = r
                 if keep_tilde:
                     _copy(h_tilde[s, m], h_out[m])
-                if zone_mask:  # h' = d ⊙ h + (1 - d) ⊙ h̃
-                    _zoneout(zoneout_mask[steps0 + s, rows0 + m], h_in[m], h_out[m], H)
-                elif zone_eval:
-                    _zoneout_eval(p, h_in[m], h_out[m], H)
+                # h' = d ⊙ h + (1 - d) ⊙ h̃
+                _zone_row(zoneout_mask, steps0 + s, rows0 + m, p, h_in[m], h_out[m], H)
         for m in range(n):
             _copy(output[t, m], h_out[m])
         for m in range(n, N):  # inactive: the state carries over
@@ -174,8 +168,7 @@ def rnn_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
     """
     L, N, H = da.shape
     ln, drop = w_ln_hh.shape[0] > 0, recurrent_mask.shape[0] > 0
-    zone_mask, zone_eval = zoneout_mask.shape[0] > 0, zoneout_p >= 0
-    zoned = zone_mask or zone_eval
+    zoned = zoneout_mask.shape[0] > 0 or zoneout_p >= 0  # a drawn mask, or eval's p
     p = da.dtype.type(zoneout_p)
     for s in range(L - 1, -1, -1):
         t = L - 1 - s if reverse else s
@@ -188,12 +181,7 @@ def rnn_backward(gemm, w_hh_panels, w_ln_hh, recurrent_mask, zoneout_mask, zoneo
             continue
         for m in range(n):
             # δh̃ = (1 - d) ⊙ δh' (into da for now); dh keeps d ⊙ δh' (the straight path)
-            if zone_mask:
-                _split_zoneout(dh[m], d_output[t, m], zoneout_mask[s, m], da[s, m], H)
-            elif zone_eval:
-                _split_zoneout_eval(dh[m], d_output[t, m], p, da[s, m], H)
-            else:
-                _sum_into(da[s, m], dh[m], d_output[t, m], H)
+            _zone_row_backward(zoneout_mask, s, m, p, dh[m], d_output[t, m], da[s, m], H)
             # δa = δh̃ ⊙ act'(a), read off h̃
             _activation_backward(da[s, m], h_tilde[s, m] if zoned else hs[s + 1, m], relu, H)
             if ln:  # δv = LN backward of δa ⊙ γ_hh; δγ_hh = Σ δa ⊙ LN(v)
