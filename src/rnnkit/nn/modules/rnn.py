@@ -112,10 +112,11 @@ class _StackModule(Module):
     def _adopt_flat_buffer(self) -> None:
         """Move the parameters, just made, into one buffer (called by ``__init__``, before
         anyone can hold a parameter)."""
-        params = [self._parameters[name] for name in self._flat_names()]
+        self._flat_weights_names = self._flat_names()  # torch's name; fixed from here on
+        params = [self._parameters[name] for name in self._flat_weights_names]
         buffer = np.concatenate(params, axis=None)
         offset = 0
-        for name, p in zip(self._flat_names(), params, strict=True):
+        for name, p in zip(self._flat_weights_names, params, strict=True):
             view = np.ndarray.__new__(Parameter, p.shape, buffer.dtype, buffer=buffer,
                                       offset=offset * buffer.itemsize)  # base: buffer
             self._parameters[name] = view
@@ -155,7 +156,7 @@ class _StackModule(Module):
         (``ParamsInDict``: one graph node for the stack, none per weight); else
         ``_flat_weights()``."""
         if self._traced:
-            lazy = [self._traced.get(name) for name in self._flat_names()]
+            lazy = [self._traced.get(name) for name in self._flat_weights_names]
             if all(type(v) is _LazyTake and v.box is lazy[0].box for v in lazy):
                 return ParamsInDict(lazy[0].box, tuple(v.key for v in lazy))
         return self._flat_weights()
@@ -165,10 +166,11 @@ class _StackModule(Module):
         layer-direction). Traced values while differentiating; otherwise plain ndarray views,
         cached until a parameter is replaced (in-place updates show through the views)."""
         if self._traced:
-            return [self._param(name) for name in self._flat_names()]
+            return [self._param(name) for name in self._flat_weights_names]
         key = tuple(map(id, self._parameters.values()))
         if self.__dict__.get("_plain_key") != key:
-            self._plain_flat = [np.asarray(self._parameters[name]) for name in self._flat_names()]
+            self._plain_flat = [np.asarray(self._parameters[name])
+                                for name in self._flat_weights_names]
             self._plain_key = key
         return self._plain_flat
 
@@ -240,7 +242,6 @@ class RNNBase(_StackModule):
                 for kind in option_names(MODES[mode].cell_state, options):
                     setattr(self, kind + layer_suffix(layer, direction),
                             _option_parameter(kind, G, self.hidden_size, self.dtype))
-        self._flat_weights_names = self._flat_names()
         self._adopt_flat_buffer()
 
     # ------------------------------------------------------------ torch compatibility
