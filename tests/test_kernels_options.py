@@ -21,7 +21,6 @@ import tracemalloc
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from rnnkit import _ops, _ops_options, _reference, _reference_options
 from test_reference_options import (
@@ -30,6 +29,7 @@ from test_reference_options import (
     LSTM_OPTIONS,
     MODES,
     _bias_sum,
+    _drawn_cases,
     _make_case,
 )
 
@@ -217,27 +217,8 @@ def test_inference_memory_does_not_grow_with_steps():
     assert long < 1.5 * short + 65536, (short, long)
 
 
-@st.composite
-def _drawn_cases(draw):
-    mode = draw(st.sampled_from(sorted(MODES)))
-    L, N = draw(st.integers(1, 6)), draw(st.integers(1, 4))
-    H_in, H = draw(st.integers(1, 4)), draw(st.integers(1, 5))
-    proj = draw(st.integers(1, 4))
-    allowed = ["layer_norm", "recurrent_dropout"]
-    allowed += ["peepholes"] if MODES[mode][0] == "LSTM" else []
-    options = tuple(draw(st.lists(st.sampled_from(allowed), unique=True)))
-    options += draw(st.sampled_from([(), ("zoneout",), ("zoneout_eval",)]))
-    lengths = None
-    if draw(st.booleans()):
-        rest = draw(st.lists(st.integers(1, L), min_size=N - 1, max_size=N - 1))
-        lengths = [L] + sorted(rest, reverse=True)
-    reverse, bias = draw(st.booleans()), draw(st.booleans())
-    seed = draw(st.integers(0, 2**16))
-    return _make_case(mode, L, N, H_in, H, options, lengths, proj, bias, seed), reverse
-
-
 @settings(max_examples=15, deadline=None)
-@given(drawn=_drawn_cases())
+@given(drawn=_drawn_cases())  # test_reference_options' shapes and option sets
 def test_matches_reference_drawn_shapes(drawn):
     case, reverse = drawn
     _compare(case, reverse)
