@@ -7,7 +7,7 @@ import pytest
 from autograd.tracer import isbox
 
 import rnnkit
-from rnnkit import nn
+from rnnkit import _autodiff, nn
 from rnnkit.nn.utils.rnn import pack_padded_sequence
 
 from helpers import assert_close
@@ -214,34 +214,59 @@ def test_gradient_flows_through_packing_indexing_and_methods(rng):
     assert np.all(dx[1] != 0)
 
 
-def _graph_nodes(step, *args):
-    """The functions autograd records while ``step(*args)`` runs, by name."""
+def _graph(step, *args):
+    """``(primitives, reached)`` of ``step(*args)``: the primitives autograd records while it
+    runs, by name, and the kinds of the nodes the backward pass walks (a primitive by its
+    name; the stack's hand-built node "stack", each of its outputs "stack output")."""
     import collections
+    import functools
 
     import autograd.core as core
+    from autograd.util import toposort
 
-    names = collections.Counter()
-    original = core.VJPNode.__init__
+    primitives, recorded, walked = collections.Counter(), {}, []
+    original_init, original_backward = core.VJPNode.__init__, _autodiff.backward_pass
 
     def record(self, value, fun, *rest):
-        names[fun.__name__] += 1
-        original(self, value, fun, *rest)
+        original_init(self, value, fun, *rest)
+        primitives[fun.__name__] += 1
+        recorded[id(self)] = fun.__name__
 
-    core.VJPNode.__init__ = record
+    def backward(g, end_node):
+        walked.extend(toposort(end_node))
+        return original_backward(g, end_node)
+
+    def kind(node):
+        if id(node) in recorded:
+            return recorded[id(node)]
+        if not node.parents:
+            return "root"
+        vjp = node.vjp
+        if isinstance(vjp, functools.partial) and vjp.func is _autodiff._output_vjp:
+            return "stack output"
+        return "stack"
+
+    core.VJPNode.__init__, _autodiff.backward_pass = record, backward
     try:
         step(*args)
     finally:
-        core.VJPNode.__init__ = original
-    return names
+        core.VJPNode.__init__, _autodiff.backward_pass = original_init, original_backward
+    return primitives, collections.Counter(map(kind, walked))
 
 
 def test_training_step_graph_is_small():
     """A layer's training step records the stack (one node, reading its weights straight
-    from the traced parameter dict), its three outputs and the loss: no node per weight."""
+    from the traced parameter dict), the output the loss reads and the loss: no node per
+    weight, none for the outputs nobody reads (h_n, c_n)."""
     lstm = nn.LSTM(10, 20, num_layers=2, bidirectional=True)
     x = np.ones((5, 3, 10), np.float32)
-    nodes = _graph_nodes(rnnkit.value_and_grad(lambda m: m(x)[0].sum()), lstm)
-    assert nodes == {"_stack_in_dict": 1, "container_take": 3, "sum": 1}
+    primitives, reached = _graph(rnnkit.value_and_grad(lambda m: m(x)[0].sum()), lstm)
+    assert primitives == {"sum": 1}
+    assert reached == {"root": 1, "stack": 1, "stack output": 1, "sum": 1}
+    # reading h_n as well adds its output node and the loss's sum: still one stack
+    primitives, reached = _graph(
+        rnnkit.value_and_grad(lambda m: (lambda o, s: o.sum() + s[0].sum())(*m(x))), lstm)
+    assert reached["stack"] == 1 and reached["stack output"] == 2
 
 
 def test_partial_gradients_add_key_by_key(rng):
@@ -267,3 +292,118 @@ def test_partial_gradients_add_key_by_key(rng):
         p = dict(model.named_parameters())[name]
         assert both[name].shape == p.shape and both[name].dtype == p.dtype
         assert not both[name].any()
+
+
+def test_a_parameter_held_twice_gets_both_uses_gradient(rng, torch):
+    """Weight tying: a parameter assigned to two modules is listed once (under its first
+    name, as torch's named_parameters) and its gradient sums both uses, as torch's."""
+    class Tied(nn.Module):
+        def __init__(self, lib):
+            super().__init__()
+            self.a = lib.nn.GRU(3, 3, dtype=np.float64) if lib is rnnkit else \
+                lib.nn.GRU(3, 3, dtype=torch.float64)
+            self.b = lib.nn.GRU(3, 3, dtype=np.float64) if lib is rnnkit else \
+                lib.nn.GRU(3, 3, dtype=torch.float64)
+            self.b.weight_hh_l0 = self.a.weight_hh_l0
+
+        def forward(self, x):
+            return (self.b(self.a(x)[0])[0] ** 2).sum()
+
+    ours = Tied(rnnkit)
+    assert [n for n, _ in ours.named_parameters()].count("a.weight_hh_l0") == 1
+    assert "b.weight_hh_l0" not in dict(ours.named_parameters())
+
+    class TorchTied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.GRU(3, 3, dtype=torch.float64)
+            self.b = torch.nn.GRU(3, 3, dtype=torch.float64)
+            self.b.weight_hh_l0 = self.a.weight_hh_l0
+
+        def forward(self, x):
+            return (self.b(self.a(x)[0])[0] ** 2).sum()
+
+    theirs = TorchTied()
+    theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in
+                            ours.state_dict().items()}, strict=False)
+    assert set(dict(theirs.named_parameters())) == set(dict(ours.named_parameters()))
+    x = rng.standard_normal((4, 2, 3))
+    loss, grads = rnnkit.value_and_grad(lambda m: m(x))(ours)
+    expected = theirs(torch.from_numpy(x))
+    expected.backward()
+    assert_close(loss, expected.item(), 1e-12, 0)
+    for name, p in theirs.named_parameters():
+        assert_close(grads[name], p.grad.numpy(), 1e-10, 1e-12)
+
+
+def test_grad_of_grad_through_a_layer_is_refused(rng):
+    """The layers' backward is a fused kernel, not traced code: a second derivative
+    through one is a clear NotImplementedError, not a silently wrong number."""
+    gru = nn.GRU(2, 3, dtype=np.float64)
+    x = rng.standard_normal((4, 2, 2))
+
+    def inner(x):
+        return rnnkit.grad(lambda x: gru(x)[0].sum())(x).sum()
+
+    with pytest.raises(NotImplementedError, match="differentiated twice"):
+        rnnkit.grad(inner)(x)
+
+
+def test_a_training_step_reads_the_module_weights_in_place(rng, monkeypatch):
+    """A small module's training steps run on its own compiled stack over its flat buffer
+    (made once, never a copy of the weights per step), and see in-place updates."""
+    from rnnkit import _ops
+
+    made = []
+    original = _ops.SmallStack.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_ops.SmallStack, "__init__", counting)
+    lstm = nn.LSTM(4, 5, num_layers=2, dtype=np.float64)
+    x = rng.standard_normal((3, 2, 4))
+    step = rnnkit.value_and_grad(lambda m: (m(x)[0] ** 2).sum())
+    first, _ = step(lstm)
+    for _ in range(3):
+        step(lstm)
+    assert len(made) == 1
+    lstm.weight_hh_l1[...] *= 0.5
+    assert step(lstm)[0] != first and len(made) == 1
+    # a replaced parameter leaves the buffer: the steps copy, and still train it
+    lstm.weight_ih_l0 = nn.Parameter(np.ones((20, 4)))
+    lstm.zero_grad()
+    _, grads = step(lstm)
+    assert len(made) == 2
+    assert lstm.weight_ih_l0.grad is not None and grads["weight_ih_l0"].any()
+
+
+def test_parameter_list_follows_every_change(rng):
+    """named_parameters (kept between calls) follows assignment, deletion, direct edits of
+    _parameters and submodules, and each copy lists its own parameters."""
+    import copy
+    import pickle
+
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    new = nn.Parameter(np.zeros((3, 2), np.float32))
+    model[0].weight = new
+    assert dict(model.named_parameters())["0.weight"] is new
+    del model[1].bias
+    assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias", "1.weight"]
+    other = nn.Parameter(np.ones(1, np.float32))
+    model[1]._parameters["bias"] = other
+    assert dict(model.named_parameters())["1.bias"] is other
+    model[1] = nn.Linear(3, 4)
+    assert dict(model.named_parameters())["1.weight"].shape == (4, 3)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        mine, theirs = dict(model.named_parameters()), dict(clone.named_parameters())
+        assert list(mine) == list(theirs)
+        for name in mine:
+            assert theirs[name] is not mine[name]
+            np.testing.assert_array_equal(theirs[name], mine[name])
+        grads = rnnkit.grad(lambda m: m(np.ones((2, 2), np.float32)).sum())(clone)
+        assert all(dict(clone.named_parameters())[n].grad is not None for n in grads)
+        assert all(p.grad is None for p in model.parameters())

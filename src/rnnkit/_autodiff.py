@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from autograd.builtins import DictBox, DictVSpace
 from autograd.core import VJPNode, backward_pass, vspace
-from autograd.extend import VSpace, defvjp_argnums, primitive
+from autograd.extend import VSpace
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import getval, isbox, new_box, trace_stack
 
@@ -68,60 +68,106 @@ def _tracing(*values) -> bool:
     return not _grad_disabled() and any(map(isbox, values))
 
 
-# ---------------------------------------------------------------- saved activations
+# ---------------------------------------------------------------- one node, several outputs
+# A module's whole stack (every layer and direction, the dropout between layers) is one
+# node of autograd's graph: per traced call autograd records one node for the
+# recurrences, not a node per layer-direction plus its bias sum, output unpacking,
+# concatenation of the directions and stacking of the final states (each node costs
+# tens of microseconds of tracing and backward bookkeeping; at seed size that was most
+# of a training step). A cell is the same node with one layer, one direction and one
+# step.
+#
+# The node has three outputs (output, h_n, c_n). An autograd primitive has one, and a
+# tuple of three would cost an indexing node per output, whose VJP fills the tuple's
+# other places with zeros. So the stack's node is built by hand, as autograd's own
+# primitives build theirs (a VJPNode: its parents and its VJP): a hub node whose parents
+# are the traced inputs, and one small node per output whose VJP hands its cotangent to
+# the hub in its place (``_Cotangents``). An output that nothing reads is never reached
+# by the backward pass and costs nothing there; the hub's VJP, run once after all of
+# its outputs', gives it zeros.
 
 
-class _Saved:
-    """What a layer's backward needs, riding along as the primitive's last output.
+class _Cotangents:
+    """The cotangents of a hub node's outputs, place ``i`` for output ``i`` (None until
+    output ``i``'s arrives): what the output nodes hand to the hub, summed place by
+    place when several arrive."""
 
-    Nobody differentiates it: its vector space has a single point, so autograd
-    allocates nothing for its cotangent.
-    """
+    __slots__ = ("slots",)
 
-    __slots__ = ("arrays",)
-
-    def __init__(self, arrays):
-        self.arrays = arrays
+    def __init__(self, slots):
+        self.slots = slots
 
 
-class _SavedVSpace(VSpace):
+class _CotangentsVSpace(VSpace):
     def __init__(self, value):
-        pass
+        self.size = len(value.slots)
 
     def zeros(self):
-        return _Saved(None)
+        return _Cotangents([None] * self.size)
 
     def _add(self, x, y):
-        return x
+        return _Cotangents([a if b is None else b if a is None else a + b
+                            for a, b in zip(x.slots, y.slots, strict=True)])
 
     def _mut_add(self, x, y):
+        x.slots = self._add(x, y).slots
         return x
 
-    def _covector(self, x):
-        return x
 
-    def _scalar_mul(self, x, a):
-        return x
-
-    def _inner_prod(self, x, y):
-        return 0.0
+VSpace.register(_Cotangents, _CotangentsVSpace)
 
 
-VSpace.register(_Saved, _SavedVSpace)
+def _output_vjp(size, place, g):
+    slots = [None] * size
+    slots[place] = g
+    return (_Cotangents(slots),)
 
 
-# ---------------------------------------------------------------- the stack primitive
-# A module's whole stack (every layer and direction, the dropout between layers) is
-# one primitive: per traced call autograd then records one node for the recurrences,
-# not a node per layer-direction plus its bias sum, output unpacking, concatenation
-# of the directions and stacking of the final states (each node costs tens of
-# microseconds of tracing and backward bookkeeping; at seed size that was most of a
-# training step). A cell is the same primitive with one layer, one direction and one
-# step. Its VJP runs the layers' fused backwards from the top down.
+def _node(parents, vjp) -> VJPNode:
+    """A node of autograd's graph, as ``VJPNode.__init__`` makes one for a primitive."""
+    node = VJPNode.__new__(VJPNode)
+    node.parents, node.vjp = parents, vjp
+    return node
+
+
+def _one_node(args, forward, backward):
+    """Trace ``forward`` as one node of the graph with several outputs.
+
+    ``forward(values)`` runs on ``args`` unboxed and returns ``(outputs, saved)``;
+    ``backward(saved, g)``, with ``g`` one cotangent per output (zeros for an output
+    nothing read), returns one gradient per argument (None where nothing flows). The
+    outputs come back boxed; a None output stays None. Higher-order and forward-mode
+    derivatives are refused: the backward is a fused kernel, not traced code."""
+    boxed = [(i, a) for i, a in enumerate(args) if isbox(a)]
+    trace = boxed[0][1]._trace
+    if any(a._trace != trace for _, a in boxed) or any(
+            isbox(a._value) for _, a in boxed):
+        raise NotImplementedError(
+            "a recurrent layer cannot be differentiated twice (grad of grad): its "
+            "backward is a fused kernel, not traced code")
+    if any(type(a._node) is not VJPNode for _, a in boxed):
+        raise NotImplementedError(
+            "a recurrent layer has reverse-mode derivatives only (grad, value_and_grad)")
+    outputs, saved = forward([getval(a) for a in args])
+    size = len(outputs)
+
+    def vjp(ct):
+        g = [np.zeros_like(o) if c is None and o is not None else c
+             for o, c in zip(outputs, ct.slots, strict=True)]
+        grads = backward(saved, g)
+        return tuple(grads[i] for i, _ in boxed)
+
+    hub = _node(tuple(a._node for _, a in boxed), vjp)
+    return tuple(None if o is None else
+                 new_box(o, trace, _node((hub,), functools.partial(_output_vjp, size, i)))
+                 for i, o in enumerate(outputs))
+
+
+# ---------------------------------------------------------------- the stack
 
 
 class StackSpec(NamedTuple):
-    """What a stack is, besides its arrays: the primitive's first, untraced argument."""
+    """What a stack is, besides its arrays: the node's first, untraced argument."""
 
     mode: str                # "LSTM", "GRU", "RNN_TANH" or "RNN_RELU" (rnnkit._modes)
     num_layers: int
@@ -153,23 +199,28 @@ class StackSpec(NamedTuple):
         return masks
 
 
-def _stack_value(spec, x, h_0, c_0, flat):
-    """The primitives' value: ``(output, h_n, c_n, saved)`` for the LSTM, ``(output, h_n,
-    saved)`` else (autograd has no vector space for a None output)."""
-    if _fusable(spec, x, h_0, c_0, flat):
-        output, h_n, c_n, saved = _fused_forward(spec, x, h_0, c_0, flat)
+def stack_train_forward(spec, x, h_0, c_0, flat, small=None):
+    """The stack's forward on plain arrays, keeping what its backward needs:
+    ``((output, h_n, c_n), saved)``, ``c_n`` None but for the LSTM. ``small`` as in
+    ``stacked_layers``."""
+    stack = small() if small is not None else None
+    if stack is not None and any(w.base is not stack.weights for w in flat):
+        stack = None  # not the module's parameters: they are copied, if fused
+    if _fusable(spec, x, h_0, c_0, flat, stack):
+        output, h_n, c_n, saved = _fused_forward(spec, x, h_0, c_0, flat, stack)
     else:
         output, h_n, c_n, saved = _stack_forward(spec, x, h_0, c_0, flat, keep=True)
-    return (output, h_n) + ((c_n,) if c_n is not None else ()) + (_Saved(saved),)
+    return (output, h_n, c_n), saved
 
 
 # ---------------------------------------------------------------- small stacks: fused
 # A small traced call (``_ops.is_small``) without cell options or dropout between layers
 # runs its whole training forward in one compiled call and its whole backward in another
 # (``_kernels/stack_train.py``), not a wrapper call, allocations and GEMMs per
-# layer-direction. The weights are the traced values, not necessarily a module's flat
-# buffer: they are copied into one per call (``_ops.SmallStack``); the weights' gradients
-# come back in one flat buffer, of which each weight's gradient is a view.
+# layer-direction. A module's weights are read where they live, its flat buffer (the
+# module's own ``_ops.SmallStack``); other weights are copied into one per call. The
+# weights' gradients come back in one flat buffer, of which each weight's gradient is a
+# view.
 
 _FUSED_TRAIN = True  # tests switch it off to run the layer-by-layer path
 
@@ -183,24 +234,28 @@ class _Fused(NamedTuple):
     cell: bool
 
 
-def _fusable(spec, x, h_0, c_0, flat):
-    """Whether a traced call runs fused: small, no options, no dropout, one float dtype."""
+def _fusable(spec, x, h_0, c_0, flat, own):
+    """Whether a traced call runs fused: small, no options, no dropout, one float dtype
+    (``own``: the module's stack, whose weights ``flat`` are, or None)."""
     if not _FUSED_TRAIN or spec.options.any or (spec.training and spec.dropout > 0):
         return False
     dt = x.dtype
     if x.shape[0] == 0 or x.shape[1] == 0:  # no step or no row: nothing to fuse
         return False
     if dt not in (np.float32, np.float64) or h_0.dtype != dt or (
-            c_0 is not None and c_0.dtype != dt) or any(w.dtype != dt for w in flat):
+            c_0 is not None and c_0.dtype != dt) or (
+            own.weights.dtype != dt if own is not None else any(w.dtype != dt for w in flat)):
         return False
     return _ops.is_small(spec.mode, x, spec.num_layers, spec.num_directions,
                          flat[0].shape[0] // MODES[spec.mode].gates, h_0.shape[-1])
 
 
-def _fused_forward(spec, x, h_0, c_0, flat):
-    """``_stack_forward(keep=True)`` in one compiled call, the weights copied flat."""
-    stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions, spec.bias,
-                            spec.proj)
+def _fused_forward(spec, x, h_0, c_0, flat, stack):
+    """``_stack_forward(keep=True)`` in one compiled call: on ``stack``, the module's own
+    (``flat`` are views of its buffer), or None: on the weights copied flat."""
+    if stack is None:
+        stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
+                                spec.bias, spec.proj)
     cell = h_0.ndim == 2  # a cell's (N, H) states: its one layer-direction's
     output, h_n, c_n, arrays = stack.train_forward(
         x, h_0[None] if cell else h_0, (c_0[None] if cell else c_0) if c_0 is not None else None,
@@ -220,19 +275,6 @@ def _fused_backward(saved, g, cell_state):
     if cell:
         dh_0, dc_0 = dh_0[0], (None if dc_0 is None else dc_0[0])
     return dx, dh_0, dc_0, stack.grad_views(grad)
-
-
-@primitive
-def _stack(spec, x, h_0, c_0, *flat):
-    """The stack on weights passed one by one (a cell, a user's own arrays)."""
-    return _stack_value(spec, x, h_0, c_0, flat)
-
-
-@primitive
-def _stack_in_dict(spec, keys, x, h_0, c_0, params):
-    """The stack on the weights ``params[k] for k in keys``: a module's, read straight from
-    the traced parameter dict (one graph node, no lookup node per weight)."""
-    return _stack_value(spec, x, h_0, c_0, [params[k] for k in keys])
 
 
 class ParamsInDict(NamedTuple):
@@ -285,14 +327,15 @@ def _stack_forward(spec: StackSpec, x, h_0, c_0, flat, keep):
     return layer_input, h_n, c_n, saved
 
 
-def _stack_backward(spec, h_0, c_0, flat, saved, g):
-    """The stack's VJP: ``(dx, dh_0, dc_0, d_flat)`` from the outputs' cotangents ``g``."""
+def stack_backward(spec, h_0, c_0, flat, saved, g):
+    """The stack's VJP: ``(dx, dh_0, dc_0, d_flat)`` from the outputs' cotangents ``g``
+    (``output, h_n, c_n``) and ``saved`` of ``stack_train_forward``."""
     mode = MODES[spec.mode]
     if isinstance(saved, _Fused):
         return _fused_backward(saved, g, mode.cell_state)
     D = spec.num_directions
     H_out = h_0.shape[-1]
-    d, dh_n = g[0], g[1]  # nobody uses `saved`: its cotangent is a placeholder
+    d, dh_n = g[0], g[1]
     dc_n = g[2] if mode.cell_state else None
     dh_0 = np.empty_like(h_0)
     dc_0 = np.empty_like(c_0) if mode.cell_state else None
@@ -319,36 +362,33 @@ def _stack_backward(spec, h_0, c_0, flat, saved, g):
     return d, dh_0, dc_0, d_flat
 
 
-def _stack_vjp(argnums, ans, args, kwargs):
-    spec, x, h_0, c_0, *flat = args
+def _traced_stack(spec, x, h_0, c_0, flat, small):
+    """``stacked_layers`` while differentiating: the stack as one node (``_one_node``).
+    Its arguments are ``x, h_0, c_0`` and the weights, one by one, or (``ParamsInDict``)
+    the traced parameter dict, whose gradient is then the stack's weights' alone: a
+    partial dict that ``_ParametersVSpace`` adds to the rest key by key."""
+    in_dict = isinstance(flat, ParamsInDict)
+    args = (x, h_0, c_0) + ((flat.params,) if in_dict else tuple(flat))
+    plain = []  # the forward's plain values: the backward's too
 
-    def vjp(g):
-        d, dh_0, dc_0, d_flat = _stack_backward(spec, h_0, c_0, flat, ans[-1].arrays, g)
-        by_arg = {1: d, 2: dh_0, 3: dc_0}  # 0 is spec, 4... the flat weights
-        return tuple(by_arg[a] if a < 4 else d_flat[a - 4] for a in argnums)
+    def forward(values):
+        x, h_0, c_0, *weights = values
+        if in_dict:
+            weights = [weights[0][k] for k in flat.keys]
+        plain[:] = (h_0, c_0, weights)
+        return stack_train_forward(spec, x, h_0, c_0, weights, small)
 
-    return vjp
+    def backward(saved, g):
+        h_0, c_0, weights = plain
+        d, dh_0, dc_0, d_flat = stack_backward(spec, h_0, c_0, weights, saved, g)
+        if not in_dict:
+            return (d, dh_0, dc_0, *d_flat)
+        grads = _Parameters(zip(flat.keys, d_flat, strict=True))
+        if isinstance(saved, _Fused):  # views of one buffer: value_and_grad copies it once
+            grads._tiles = (d_flat[0].base, saved.stack.spans)
+        return (d, dh_0, dc_0, grads)
 
-
-defvjp_argnums(_stack, _stack_vjp)
-
-
-def _stack_in_dict_vjp(argnums, ans, args, kwargs):
-    spec, keys, x, h_0, c_0, params = args
-
-    def vjp(g):
-        flat = [params[k] for k in keys]
-        d, dh_0, dc_0, d_flat = _stack_backward(spec, h_0, c_0, flat, ans[-1].arrays, g)
-        # the weights' gradients alone: a partial dict, which _ParametersVSpace adds to
-        # the other gradients of the same dict key by key
-        by_arg = {2: d, 3: dh_0, 4: dc_0,
-                  5: _Parameters(zip(keys, d_flat, strict=True))}
-        return tuple(by_arg[a] for a in argnums)
-
-    return vjp
-
-
-defvjp_argnums(_stack_in_dict, _stack_in_dict_vjp)
+    return _one_node(args, forward, backward)
 
 
 def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
@@ -368,7 +408,7 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
             (``rnnkit._modes.option_names``); or, while a module's parameters are traced,
             a :class:`ParamsInDict` naming them in that order.
         small: optionally, a callable giving the module's own ``_ops.SmallStack`` over
-            its flat weight buffer (no copy of ``flat`` per call), or None.
+            its flat weight buffer (no copy of the weights per call), or None.
 
     Returns:
         ``output (L, N, D * H_out), h_n, c_n`` (``c_n`` None but for the LSTM).
@@ -377,14 +417,12 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
     c_0 = c_0 if cell_state else None
     if isinstance(flat, ParamsInDict):
         if not _grad_disabled():
-            res = _stack_in_dict(spec, flat.keys, x, h_0, c_0, flat.params)
-            return res[0], res[1], (res[2] if cell_state else None)
+            return _traced_stack(spec, x, h_0, c_0, flat, small)
         params = getval(flat.params)
         flat = [params[k] for k in flat.keys]
     boxed = any(map(isbox, (x, h_0, c_0, *flat)))
     if boxed and not _grad_disabled():
-        res = _stack(spec, x, h_0, c_0, *flat)
-        return res[0], res[1], (res[2] if cell_state else None)
+        return _traced_stack(spec, x, h_0, c_0, flat, small)
     # nothing to differentiate (inside no_grad the values may still be boxes): keep no
     # per-step history
     if boxed:
@@ -470,19 +508,31 @@ def _own_trace(values):
 
 
 class _Parameters(dict):
-    """A module's parameters while tracing (name -> array).
+    """A module's parameters while tracing (name -> array), or their gradients.
 
     Each parameter looked up in a traced dict is an autograd ``container_take``, and
     each of those asks for the dict's vector space, which maps over every entry:
     quadratic in the number of parameters. This dict builds its vector space once.
+
+    A fused stack's gradient dict notes ``_tiles``, ``(buffer, spans)``: its values are
+    views of ``buffer`` at ``spans`` (``(start, stop, shape)`` in key order), so that
+    ``value_and_grad`` copies them for ``.grad`` in one copy. Any change to the dict
+    forgets it.
     """
 
-    __slots__ = ("_vspace",)
+    __slots__ = ("_vspace", "_tiles")
+
+
+def _untile(xs):
+    """``xs`` changed: its values no longer tile one buffer (a gradient dict autograd made
+    may be a plain dict, which notes nothing)."""
+    if type(xs) is _Parameters:
+        xs._tiles = None
 
 
 class _ParametersVSpace(DictVSpace):
     """A parameter dict's gradients. A recurrent stack's VJP returns a partial dict (its own
-    weights' gradients only: ``_stack_in_dict``), so sums go key by key, a key missing on
+    weights' gradients only: ``_traced_stack``), so sums go key by key, a key missing on
     one side counting as zero; ``value_and_grad`` gives every parameter without a
     gradient its zeros at the end."""
 
@@ -491,6 +541,7 @@ class _ParametersVSpace(DictVSpace):
         # owns and has marked mutable: set it in place. DictVSpace copies the dict through
         # autograd's traced `dict`, a primitive call per parameter.
         xs[idx] = x
+        _untile(xs)
         return xs
 
     def _add(self, xs, ys):
@@ -502,6 +553,7 @@ class _ParametersVSpace(DictVSpace):
     def _mut_add(self, xs, ys):
         for k, y in ys.items():
             xs[k] = xs[k] + y if k in xs else y  # not in place: y may be another's array
+        _untile(xs)
         return xs
 
 
@@ -528,18 +580,32 @@ def _is_module(obj) -> bool:
     return isinstance(obj, _MODULE[0])
 
 
-def _copies(arrays: dict) -> dict:
-    """Fresh copies of ``arrays`` (name -> array): one copy of their buffer when they are
-    views tiling one (the fused stack's gradients), else one copy each."""
-    values = list(arrays.values())
-    base = values[0].base if values else None
-    if (base is not None and base.ndim == 1 and base.flags.c_contiguous
-            and all(v.base is base and v.flags.c_contiguous for v in values)):
-        copy = base.copy()
-        start, item = base.__array_interface__["data"][0], base.itemsize
-        return {name: copy[(v.__array_interface__["data"][0] - start) // item:][:v.size]
-                .reshape(v.shape) for name, v in arrays.items()}
-    return {name: np.array(v) for name, v in arrays.items()}
+def _grads_for_module(g, table) -> dict:
+    """A module's gradient dict, keyed like ``named_parameters()`` (zeros for a parameter
+    nothing read), each also accumulated into the parameter's ``.grad``, which never
+    shares the returned arrays' memory: a fresh ``.grad`` is a copy (of a fused stack's
+    gradient buffer, one copy for all its views)."""
+    tiles = getattr(g, "_tiles", None)
+    if tiles is not None:
+        buffer, spans = tiles
+        fresh = buffer.copy()
+        copies = [fresh[a:b].reshape(shape) for a, b, shape in spans]
+        copies = dict(zip(g, copies, strict=True))
+    else:
+        copies = {}
+    grads = {}
+    for name, p in table.named:
+        g_p = g.get(name) if g is not None else None
+        if g_p is None:
+            g_p = np.zeros(p.shape, p.dtype)
+        grads[name] = g_p
+        if p.grad is not None:
+            p.grad = p.grad + g_p
+        elif name in copies and g_p.dtype == p.dtype:
+            p.grad = copies[name]
+        else:
+            p.grad = np.array(g_p, dtype=p.dtype)
+    return grads
 
 
 def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callable:
@@ -569,13 +635,10 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
                     f"argnums={argnums} asks for argument {k}, but the function got "
                     f"{len(args)} positional arguments"
                 )
-        modules = {k: args[k] for k in nums if _is_module(args[k])}
-        named = {k: dict(m.named_parameters()) for k, m in modules.items()}
-        start = tuple(
-            _Parameters((name, np.asarray(p)) for name, p in named[k].items())
-            if k in modules else args[k]
-            for k in nums
-        )
+        tables = {k: args[k]._table() for k in nums if _is_module(args[k])}
+        # a module's parameters are traced as one dict of plain views (kept with the
+        # module's table: the same dict, and its vector space, every step)
+        start = tuple(tables[k].plain if k in tables else args[k] for k in nums)
 
         def traced(values):
             # one argument is traced as itself; several as a tuple, unpacked once here
@@ -585,8 +648,8 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
             with contextlib.ExitStack() as stack:
                 stack.enter_context(_own_trace(values))
                 for k, value in zip(nums, values):
-                    if k in modules:
-                        stack.enter_context(modules[k]._traced_parameters(value))
+                    if k in tables:
+                        stack.enter_context(args[k]._traced_parameters(value))
                     else:
                         call_args[k] = value
                 return fun(*call_args, **kwargs)
@@ -608,24 +671,15 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
                 f"the function to differentiate must return a scalar loss, got an "
                 f"array of shape {np.shape(value)}; reduce it, e.g. with .sum() or .mean()"
             )
-        grads = (vspace(start_value).zeros() if end_node is None
-                 else backward_pass(np.ones_like(value), end_node))
-        grads = [grads] if len(nums) == 1 else list(grads)
-        for i, (k, g) in enumerate(zip(nums, grads)):
-            if k in modules:
-                params = named[k]
-                g = grads[i] = {name: g[name] if name in g else np.zeros_like(np.asarray(p))
-                                for name, p in params.items()}  # keyed like named_parameters
-                fresh = None
-                for name, g_p in g.items():
-                    p = params[name]
-                    if p.grad is not None:
-                        p.grad = p.grad + g_p
-                    elif g_p.dtype == p.dtype:  # .grad never shares the returned dict's memory
-                        fresh = _copies(g) if fresh is None else fresh
-                        p.grad = fresh[name]
-                    else:
-                        p.grad = np.array(g_p, dtype=p.dtype)
+        if end_node is None:  # the loss does not depend on the arguments
+            grads = [None if k in tables else vspace(start[i]).zeros()
+                     for i, k in enumerate(nums)]
+        else:
+            grads = backward_pass(np.ones_like(value), end_node)
+            grads = [grads] if len(nums) == 1 else list(grads)
+        for i, k in enumerate(nums):
+            if k in tables:
+                grads[i] = _grads_for_module(grads[i], tables[k])
         result = tuple(grads)
         return value, (result[0] if single else result)
 

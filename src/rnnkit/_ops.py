@@ -646,17 +646,18 @@ class SmallStack:
         lstm, gru = self.mode == _stack.LSTM, self.mode == _stack.GRU
         x = _writable(x)
         rows = _batch_sizes(batch_sizes, L, N)
-        # the histories, flat, one block per layer-direction (stack_train.py's table)
+        # the histories, flat, one block per layer-direction (stack_train.py's table), and
+        # the panels: one allocation, cut in five
         outs = np.empty(self.num_layers * L * N * D * P, dt)
-        gates = np.empty(K * L * N * G, dt)
-        hs = np.empty(K * (L + 1) * N * P, dt)
-        cs = np.empty(K * (L + 1) * N * H if lstm else 0, dt)
-        w_hn_h = np.empty(K * L * N * H if gru else 0, dt)
+        sizes = (K * L * N * G, K * (L + 1) * N * P, K * (L + 1) * N * H if lstm else 0,
+                 K * L * N * H if gru else 0, self.panel_size)
+        block = np.empty(sum(sizes), dt)
+        gates, hs, cs, w_hn_h, panels = _cut(block, sizes)
         h_n = np.empty(h_0.shape, dt)
         c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
         _stack_train.stack_train_forward(
             self.mode, x, _writable(h_0), _writable(c_0) if lstm else _empty(3, dt),
-            self.weights, self.layout, np.empty(self.panel_size, dt), self.gemm, self.nr,
+            self.weights, self.layout, panels, self.gemm, self.nr,
             self.num_layers, D, H, rows, outs, gates, hs, cs, w_hn_h, h_n, c_n)
         output = outs[(self.num_layers - 1) * L * N * D * P:].reshape(L, N, D * P)
         saved = (x, rows, outs, gates, hs, cs, w_hn_h)
@@ -681,10 +682,24 @@ class SmallStack:
             dc_n, grad, dx, dh_0, dc_0)
         return dx, dh_0, (dc_0 if lstm else None), grad
 
+    @property
+    def spans(self):
+        """``(start, stop, shape)`` of each weight in ``weights``, in the flat order."""
+        return _spans(self.shapes)
+
     def grad_views(self, grad):
         """The flat gradient buffer of ``backward`` as one view per weight, in the flat
         order (``_modes.weight_names`` per layer-direction), shaped as the weights."""
         return [grad[a:b].reshape(shape) for a, b, shape in _spans(self.shapes)]
+
+
+def _cut(block, sizes):
+    """``block`` cut into consecutive 1-D pieces of ``sizes``."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(block[start:start + size])
+        start += size
+    return pieces
 
 
 @functools.lru_cache(maxsize=64)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 from autograd.extend import VSpace
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.numpy.numpy_vspaces import ArrayVSpace
-from autograd.tracer import getval, isbox
+from autograd.tracer import isbox
 
 from ..._validate import from_torch
 
@@ -54,16 +55,80 @@ def _value(p):
     return p if isbox(p) else np.asarray(p)
 
 
-class _LazyTake:
-    """A traced parameter not looked up yet: ``box[key]`` of the traced parameter dict,
-    done on first use. Each lookup is a node of autograd's graph, so parameters a forward
-    never reads cost none, and a recurrent stack reads its own straight from ``box``
-    (``_StackModule._stack_weights``)."""
+class _Traced:
+    """A module's parameters while ``value_and_grad`` traces them: each is looked up in the
+    traced dict ``box`` under ``keys[attribute]`` on first use. Each lookup is a node of
+    autograd's graph, so parameters a forward never reads cost none, and a recurrent
+    stack reads its own straight from ``box`` (``flat_keys``: the keys of its weights in
+    flat order, ``_StackModule._stack_weights``)."""
 
-    __slots__ = ("box", "key")
+    __slots__ = ("box", "keys", "flat_keys", "taken")
 
-    def __init__(self, box, key):
-        self.box, self.key = box, key
+    def __init__(self, box, keys, flat_keys):
+        self.box, self.keys, self.flat_keys, self.taken = box, keys, flat_keys, {}
+
+    def take(self, attr):
+        value = self.taken.get(attr)
+        if value is None:
+            value = self.taken[attr] = self.box[self.keys[attr]]
+        return value
+
+
+# What a module tree holds (which parameter objects, under which names) changes only
+# through its modules' `_parameters` and `_modules` dicts; each change bumps one
+# process-wide count, and what is derived from the tree (the parameter list that
+# value_and_grad, zero_grad and parameters() walk on every training step) is kept
+# until the count moves on. In-place updates of the arrays change no structure.
+_structure = [0]
+
+
+class _Registry(OrderedDict):
+    """A module's ``_parameters`` or ``_modules``: an OrderedDict whose every change bumps
+    the structure count (OrderedDict's C methods do not go through ``__setitem__``, so
+    each is wrapped)."""
+
+    def __setitem__(self, key, value):
+        _structure[0] += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key):
+        _structure[0] += 1
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        _structure[0] += 1
+        return super().pop(*args)
+
+    def popitem(self, last=True):
+        _structure[0] += 1
+        return super().popitem(last)
+
+    def clear(self):
+        _structure[0] += 1
+        super().clear()
+
+    def setdefault(self, key, default=None):
+        _structure[0] += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args, **kwargs):
+        _structure[0] += 1
+        super().update(*args, **kwargs)
+
+    def move_to_end(self, key, last=True):
+        _structure[0] += 1
+        super().move_to_end(key, last)
+
+    def __reduce__(self):  # copies and pickles are plain OrderedDicts turned back into these
+        return (type(self), (list(self.items()),))
+
+
+class _ParameterTable(NamedTuple):
+    """A module tree's parameters as a training step reads them (``Module._table``)."""
+
+    named: list        # (dotted name, Parameter), as named_parameters() yields them
+    plain: dict        # dotted name -> the parameter as a plain ndarray view
+    sources: list      # per module: (module, {attribute: dotted name}, flat keys or None)
 
 
 class Module:
@@ -74,9 +139,9 @@ class Module:
     """
 
     def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_traced", {})
+        object.__setattr__(self, "_parameters", _Registry())
+        object.__setattr__(self, "_modules", _Registry())
+        object.__setattr__(self, "_traced", None)
         object.__setattr__(self, "training", True)
 
     # ------------------------------------------------------------ attributes
@@ -108,11 +173,9 @@ class Module:
 
     def __getattr__(self, name):
         d = self.__dict__
-        if "_traced" in d and name in d["_traced"]:
-            value = d["_traced"][name]
-            if type(value) is _LazyTake:  # first use while tracing: look it up now
-                value = d["_traced"][name] = value.box[value.key]
-            return value
+        traced = d.get("_traced")
+        if traced is not None and name in traced.keys:  # while tracing: the traced value
+            return traced.take(name)
         if "_parameters" in d and name in d["_parameters"]:
             return d["_parameters"][name]
         if "_modules" in d and name in d["_modules"]:
@@ -167,18 +230,58 @@ class Module:
                 yield module
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Every parameter with its dotted name, in registration order (torch's)."""
-        seen = set()
-        for module_prefix, module in self.named_modules(prefix):
-            for name, p in module._parameters.items():
-                if p is None or id(p) in seen:
-                    continue
-                seen.add(id(p))
-                yield (f"{module_prefix}.{name}" if module_prefix else name), p
+        """Every parameter with its dotted name, in registration order (torch's); a
+        parameter held by several modules is listed once, under its first name."""
+        if prefix:
+            for name, p in self._table().named:
+                yield f"{prefix}.{name}", p
+        else:
+            yield from self._table().named
 
     def parameters(self) -> Iterator[Parameter]:
-        for _, p in self.named_parameters():
+        for _, p in self._table().named:
             yield p
+
+    def _table(self) -> _ParameterTable:
+        """The parameters of this module tree, walked once and kept until any module's
+        parameters or submodules change (``_structure``)."""
+        cached = self.__dict__.get("_table_cache")
+        if cached is not None and cached[0] == _structure[0]:
+            return cached[1]
+        first, named, sources = {}, [], []
+        for module_prefix, module in self.named_modules():
+            keys = {}
+            for name, p in module._parameters.items():
+                if p is None:
+                    continue
+                if id(p) not in first:  # a parameter held twice is listed once
+                    first[id(p)] = f"{module_prefix}.{name}" if module_prefix else name
+                    named.append((first[id(p)], p))
+                keys[name] = first[id(p)]
+            flat_names = module.__dict__.get("_flat_weights_names")
+            flat_keys = (tuple(keys[n] for n in flat_names)
+                         if flat_names is not None and all(n in keys for n in flat_names)
+                         else None)
+            sources.append((module, keys, flat_keys))
+        table = _ParameterTable(named, {name: np.asarray(p) for name, p in named}, sources)
+        object.__setattr__(self, "_table_cache", (_structure[0], table))
+        return table
+
+    def __getstate__(self):
+        # the table refers to this process's parameter objects: copies walk their own
+        state = self.__dict__.copy()
+        state.pop("_table_cache", None)
+        return state
+
+    def __setstate__(self, state):
+        # a Parameter pickles as a plain array (files hold arrays only): a copy's
+        # parameters are Parameters again
+        self.__dict__.update(state)
+        params = self.__dict__.get("_parameters")
+        if params is not None:
+            for name, p in list(params.items()):
+                if p is not None and not isinstance(p, Parameter):
+                    params[name] = Parameter(p)
 
     # ------------------------------------------------------------ state
 
@@ -241,7 +344,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's ``.grad`` (None by default, as torch)."""
-        for p in self.parameters():
+        for _, p in self._table().named:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
@@ -249,20 +352,17 @@ class Module:
 
     @contextlib.contextmanager
     def _traced_parameters(self, values):
-        """Stand the traced ``values`` (a traced dict, name -> value) in for the parameters
-        while tracing; each is looked up on first use (``_LazyTake``)."""
-        owners = dict(self.named_modules())
-        touched = []
+        """Stand the traced ``values`` (a traced dict, dotted name -> value) in for the
+        parameters while tracing; each is looked up on first use (``_Traced``). A
+        parameter held by several modules is one entry, its gradient summed over them."""
+        sources = self._table().sources
         try:
-            for name in getval(values):
-                module_name, _, attr = name.rpartition(".")
-                module = owners[module_name]
-                module._traced[attr] = _LazyTake(values, name)
-                touched.append((module, attr))
+            for module, keys, flat_keys in sources:
+                object.__setattr__(module, "_traced", _Traced(values, keys, flat_keys))
             yield
         finally:
-            for module, attr in touched:
-                module._traced.pop(attr, None)
+            for module, _, _ in sources:
+                object.__setattr__(module, "_traced", None)
 
     # ------------------------------------------------------------ display
 

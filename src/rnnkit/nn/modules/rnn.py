@@ -24,7 +24,7 @@ from ..._random import default_generator
 from ..._validate import expect_shape, float_array, float_dtype, int_arg
 from ..utils.rnn import PackedSequence, _packed_to_padded, _padded_to_packed
 from . import _lengths
-from .module import Module, Parameter, _LazyTake
+from .module import Module, Parameter, _structure
 from .stream import Stream, stream_of
 
 __all__ = ["RNNBase", "LSTM", "GRU", "RNN", "RNNCellBase", "LSTMCell", "GRUCell", "RNNCell"]
@@ -124,49 +124,55 @@ class _StackModule(Module):
         object.__setattr__(self, "_buffer", buffer)
 
     def __getstate__(self):
-        # a copy's parameters are arrays of their own: it leaves the buffer and the
-        # compiled stack (whose micro-kernel address is this process's) behind
-        state = self.__dict__.copy()
-        state.pop("_buffer", None)
-        state.pop("_small", None)
+        # a copy's parameters are arrays of their own: it leaves the buffer, the views
+        # of the parameters and the compiled stack (whose micro-kernel address is this
+        # process's) behind
+        state = super().__getstate__()
+        for key in ("_buffer", "_small", "_small_known", "_plain_flat", "_plain_key"):
+            state.pop(key, None)
         return state
 
     def _small_stack(self):
         """The compiled stack of small calls over the flat buffer (made once), while every
-        parameter still lives in the buffer; else None."""
-        buffer = self.__dict__.get("_buffer")
-        if buffer is None:
-            return None
-        for p in self._parameters.values():
-            if p is None or p.base is not buffer:
-                return None
-        stack = self.__dict__.get("_small")
-        if stack is None:
-            cells = isinstance(self, RNNCellBase)
-            stack = _ops.SmallStack(self.mode, self._flat_weights(),
-                                    1 if cells else self.num_layers,
-                                    1 if cells else self._directions, self.bias,
-                                    False if cells else bool(self.proj_size), buffer)
-            object.__setattr__(self, "_small", stack)
+        parameter still lives in the buffer; else None. Which of the two is known until a
+        parameter is replaced (``module._structure``)."""
+        known = self.__dict__.get("_small_known")
+        if known is not None and known[0] == _structure[0]:
+            return known[1]
+        buffer, stack = self.__dict__.get("_buffer"), None
+        if buffer is not None and all(p is not None and p.base is buffer
+                                      for p in self._parameters.values()):
+            stack = self.__dict__.get("_small")
+            if stack is None:
+                cells = isinstance(self, RNNCellBase)
+                stack = _ops.SmallStack(self.mode, self._plain_weights(),
+                                        1 if cells else self.num_layers,
+                                        1 if cells else self._directions, self.bias,
+                                        False if cells else bool(self.proj_size), buffer)
+                object.__setattr__(self, "_small", stack)
+        object.__setattr__(self, "_small_known", (_structure[0], stack))
         return stack
 
     def _stack_weights(self):
         """What ``stacked_layers`` reads the weights from: while tracing, when every weight
-        is a parameter not yet looked up in the one traced dict, that dict and their keys
-        (``ParamsInDict``: one graph node for the stack, none per weight); else
-        ``_flat_weights()``."""
-        if self._traced:
-            lazy = [self._traced.get(name) for name in self._flat_weights_names]
-            if all(type(v) is _LazyTake and v.box is lazy[0].box for v in lazy):
-                return ParamsInDict(lazy[0].box, tuple(v.key for v in lazy))
+        is a parameter of the one traced dict, that dict and their keys (``ParamsInDict``:
+        one graph node for the stack, none per weight); else ``_flat_weights()``."""
+        traced = self._traced
+        if traced is not None and traced.flat_keys is not None:
+            return ParamsInDict(traced.box, traced.flat_keys)
         return self._flat_weights()
 
     def _flat_weights(self) -> list:
         """The weights in ``stacked_layers``' order (``rnnkit._modes.weight_names`` per
         layer-direction). Traced values while differentiating; otherwise plain ndarray views,
         cached until a parameter is replaced (in-place updates show through the views)."""
-        if self._traced:
+        if self._traced is not None:
             return [self._param(name) for name in self._flat_weights_names]
+        return self._plain_weights()
+
+    def _plain_weights(self) -> list:
+        """The weights in flat order as plain ndarray views of the parameters (never traced
+        values), cached until a parameter is replaced."""
         key = tuple(map(id, self._parameters.values()))
         if self.__dict__.get("_plain_key") != key:
             self._plain_flat = [np.asarray(self._parameters[name])
