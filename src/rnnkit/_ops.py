@@ -44,6 +44,7 @@ __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_
 # ---------------------------------------------------------------- shared pieces
 
 _EMPTY = {}
+_EMPTY_BYTES = np.empty(0, np.uint32)
 
 
 def _empty(ndim, dtype):
@@ -593,8 +594,15 @@ def is_small(mode, x, num_layers, D, H, P):
 
 class SmallStack:
     """A stack's weights laid out for ``_kernels/stack.py``: one flat buffer, the layout
-    table and the packed panels. A call of ``run`` packs them anew (the weights may have
-    changed in place); a stream makes one and runs it with ``pack=False``."""
+    table and the packed panels, which live as long as the stack. A module's call
+    (``run``) repacks them when the weights changed since they were packed (in-place
+    updates: an optimizer step, ``load_state_dict``); a stream packs once and runs with
+    ``pack=False``.
+
+    Two threads may call one module's stack at once: both see changed weights, both
+    pack the same values, and the bytes the panels were packed from are recorded after
+    the panels are written, so no call reads half-packed panels as current.
+    """
 
     def __init__(self, mode, flat, num_layers, D, bias, proj, buffer=None):
         self.mode = _STACK_MODES[mode]
@@ -608,13 +616,17 @@ class SmallStack:
         self.layout, size = _layout(self.shapes, num_layers * D, bias, proj, nr)
         self.H = flat[1].shape[0] // _stack.GATES[self.mode]
         self.panel_size = size
-        self.panels = None  # packed by the first run
+        self.panels = np.empty(size, dt)
+        self.packed = False  # panels filled at least once
+        self.weight_bytes = self.weights.view(np.uint32)  # 4-byte words: floats and doubles
+        self.packed_bytes = None  # made by the first run(pack=True)
         self.gemm = _gemm.address(dt)
 
     def run(self, x, h_0, c_0, batch_sizes, pack=True):
         """``(output, h_n, c_n)`` of the stack on ``x (L, N, I)`` from ``h_0``, ``c_0``
-        ``(K, N, *)``; ``c_n`` None but for the LSTM. ``pack=False`` reuses the panels of
-        an earlier run (the first run packs either way)."""
+        ``(K, N, *)``; ``c_n`` None but for the LSTM. ``pack``: repack the panels if the
+        weights changed since they were packed; ``pack=False`` runs on the panels as they
+        are (the first run packs either way)."""
         L, N, _ = x.shape
         dt = x.dtype
         P = h_0.shape[2]
@@ -622,17 +634,20 @@ class SmallStack:
         output = np.empty((L, N, self.D * P), dt)
         h_n = np.empty(h_0.shape, dt)
         c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
-        # packing writes panels of its own (calls from two threads never share them),
-        # which a later call with pack=False (a stream's next chunk) reuses
-        pack = pack or self.panels is None
-        panels = np.empty(self.panel_size, dt) if pack else self.panels
+        if pack and self.packed_bytes is None:
+            self.packed_bytes = np.empty_like(self.weight_bytes)
+            mode = _stack.PACK_ALWAYS
+        elif pack:
+            mode = _stack.PACK_IF_CHANGED
+        else:
+            mode = _stack.PACK_NEVER if self.packed else _stack.PACK_ALWAYS
         _stack.stack_inference(self.mode, np.ascontiguousarray(x), np.ascontiguousarray(h_0),
                                np.ascontiguousarray(c_0) if lstm else _empty(3, dt),
-                               self.weights, self.layout, panels, pack, self.gemm,
-                               self.nr, self.num_layers, self.D, self.H,
+                               self.weights, self.layout, self.panels, mode, self.weight_bytes,
+                               _EMPTY_BYTES if self.packed_bytes is None else self.packed_bytes,
+                               self.gemm, self.nr, self.num_layers, self.D, self.H,
                                _batch_sizes(batch_sizes, L, N), output, h_n, c_n)
-        if pack:
-            self.panels = panels
+        self.packed = True
         return output, h_n, (c_n if lstm else None)
 
     def train_forward(self, x, h_0, c_0, batch_sizes):

@@ -17,12 +17,17 @@ NR the micro-kernel's panel width)::
                                  (-1 where absent), the offset into panels, and I_k
     panels       (Q,)            per layer-direction: W_ih^T then W_hh^T packed for the
                                  micro-kernel (ceil(G / NR) panels each)
+    weight_bytes (B,) uint32     ``weights`` seen as 4-byte words
+    packed_bytes (B,) uint32     the words ``panels`` were last packed from
     batch_sizes  (L,) int64      rows active at time t (packed input: sorted rows)
     output       (L, N, D*P)     the last layer's h' of every step
     h_n, c_n     (K, N, P|H)     final states; c_n (0, 0, 0) but for the LSTM
 
-With ``pack`` the panels are filled from ``weights`` first; a stream packs once
-and passes ``pack=False`` on every later chunk.
+``pack`` says when the panels are filled from ``weights`` first: ``PACK_ALWAYS``;
+``PACK_IF_CHANGED``, when ``weights`` differ, bit for bit, from ``packed_bytes`` (a
+module's call: its weights may have been updated in place since the last call, and
+comparing them costs a fraction of packing them); ``PACK_NEVER`` (a stream's later
+chunks: its weights are its own copy).
 """
 
 import numpy as np
@@ -35,6 +40,7 @@ from .lstm import lstm_forward
 from .rnn import rnn_forward
 
 LSTM, GRU, RNN_TANH, RNN_RELU = 0, 1, 2, 3  # the `mode` argument
+PACK_NEVER, PACK_ALWAYS, PACK_IF_CHANGED = 0, 1, 2  # the `pack` argument
 GATES = (4, 3, 1, 1)
 W_IH, W_HH, B_IH, B_HH, W_HR, PANELS, IN = range(7)  # columns of `layout`
 
@@ -105,10 +111,27 @@ def project_input(mode, gemm, layer_in, ih_panels, weights, o, batch_sizes, reve
 
 
 @njit(**_OPTS)
-def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, num_layers,
-                    D, H, batch_sizes, output, h_n, c_n):
+def differ(a, b):
+    """Whether the word arrays ``a`` and ``b`` (one length) differ: XORs OR-ed over blocks
+    (a loop LLVM vectorizes; a loop that stops at the first difference it does not)."""
+    n = a.shape[0]
+    for start in range(0, n, 4096):
+        stop = min(start + 4096, n)
+        seen = np.uint32(0)
+        for i in range(start, stop):
+            seen |= a[i] ^ b[i]
+        if seen != 0:
+            return True
+    return False
+
+
+@njit(**_OPTS)
+def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, weight_bytes,
+                    packed_bytes, gemm, nr, num_layers, D, H, batch_sizes, output, h_n, c_n):
     """The inference forward of a stack (see the module's table); writes ``output``,
-    ``h_n`` and ``c_n``, and ``panels`` when ``pack``."""
+    ``h_n`` and ``c_n``, and ``panels`` (then ``packed_bytes``) as ``pack`` says."""
+    if pack == PACK_IF_CHANGED:
+        pack = PACK_ALWAYS if differ(weight_bytes, packed_bytes) else PACK_NEVER
     L, N, _ = x.shape
     dt = x.dtype
     G = GATES[mode] * H
@@ -123,7 +146,7 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, 
             k = D * layer + d
             w_ih, w_hh = layer_weights(weights, layout, k, G, P)
             ih_panels, hh_panels = layer_panels(panels, layout, k, Gp, P, nr)
-            if pack:
+            if pack == PACK_ALWAYS:
                 pack_rows_into(w_ih, ih_panels)
                 pack_rows_into(w_hh, hh_panels)
             reverse = d == 1
@@ -152,3 +175,5 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, gemm, nr, 
             if D > 1:
                 out[:, :, d * P:(d + 1) * P] = step_out
         layer_in = out
+    if pack == PACK_ALWAYS and packed_bytes.shape[0] > 0:  # after the panels: see SmallStack
+        packed_bytes[:] = weight_bytes

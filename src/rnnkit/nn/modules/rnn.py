@@ -128,7 +128,7 @@ class _StackModule(Module):
         # of the parameters and the compiled stack (whose micro-kernel address is this
         # process's) behind
         state = super().__getstate__()
-        for key in ("_buffer", "_small", "_small_known", "_plain_flat", "_plain_key"):
+        for key in ("_buffer", "_small", "_small_known", "_plain_flat", "_plain_key", "_plans"):
             state.pop(key, None)
         return state
 
@@ -179,6 +179,42 @@ class _StackModule(Module):
                                 for name in self._flat_weights_names]
             self._plain_key = key
         return self._plain_flat
+
+
+    # ------------------------------------------------------------ small calls, planned once
+    # A call on plain arrays (nothing traced, no lengths) of a small stack: checked, and its
+    # route chosen, once per (shapes, dtypes, flags); later calls with the same key run the
+    # compiled stack straight away, on zero initial states made once.
+
+    def _planned(self, input, hx):
+        """The plan of this call (``_plan``), or None when the call takes the general
+        route; every check of the general route has run when the plan was made."""
+        if type(input) is not np.ndarray or self._traced is not None:
+            return None
+        if hx is None:
+            states = None
+        elif MODES[self.mode].cell_state:
+            if (type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not np.ndarray
+                    or type(hx[1]) is not np.ndarray):
+                return None
+            states = (hx[0].shape, hx[0].dtype, hx[1].shape, hx[1].dtype)
+        elif type(hx) is np.ndarray:
+            states = (hx.shape, hx.dtype)
+        else:
+            return None
+        key = (input.shape, input.dtype, states, self.training, _structure[0]) + \
+            self._plan_flags()
+        plans = self.__dict__.get("_plans")
+        if plans is None:
+            plans = {}
+            object.__setattr__(self, "_plans", plans)
+        plan = plans.get(key)
+        if plan is None:
+            plan = self._plan(input, hx)
+            if len(plans) >= 64:  # shapes come and go: keep the recent ones
+                plans.clear()
+            plans[key] = plan
+        return plan or None
 
 
 class RNNBase(_StackModule):
@@ -435,6 +471,35 @@ class RNNBase(_StackModule):
         L, N = (shape[1], shape[0]) if self.batch_first else shape[:2]
         return _lengths.layout(lengths, N, L, padding_side == "left")
 
+    def _plan_flags(self) -> tuple:
+        return (self.dropout, self.batch_first)
+
+    def _plan(self, input, hx):
+        """``(stack, h_0, c_0)`` for a small call on plain arrays (zero states when ``hx`` is
+        None), after the general route's checks (which raise its errors); False when the
+        call is not small or needs the general route."""
+        x, _, _, _, unbatched = self._check_input(input)
+        if unbatched:
+            return False
+        L, N, _ = x.shape
+        D, H_out = self._directions, self.proj_size or self.hidden_size
+        cell_state = MODES[self.mode].cell_state
+        if hx is not None:
+            h_size = "proj_size" if self.proj_size else "hidden_size"
+            self._check_state("h_0", hx[0] if cell_state else hx, N, H_out, False, h_size)
+            if cell_state:
+                self._check_state("c_0", hx[1], N, self.hidden_size, False, "hidden_size")
+        stack = self._small_stack()
+        if (stack is None or (self.training and self.dropout > 0) or self._options.any
+                or not _ops.is_small(self.mode, x, self.num_layers, D, self.hidden_size,
+                                     H_out)):
+            return False
+        if hx is not None:
+            return stack, None, None
+        return (stack, np.zeros((self.num_layers * D, N, H_out), self.dtype),
+                np.zeros((self.num_layers * D, N, self.hidden_size), self.dtype)
+                if cell_state else None)
+
     def forward(self, input, hx=None, *, lengths=None, padding_side="right"):
         r"""``output, h_n`` (the LSTM: ``output, (h_n, c_n)``), as torch's call.
 
@@ -458,6 +523,18 @@ class RNNBase(_StackModule):
             >>> bool(output[1:, 1].any()), output.shape
             (False, (4, 2, 3))
         """
+        plan = self._planned(input, hx) if lengths is None and padding_side == "right" \
+            else None
+        if plan is not None:  # a small call on plain arrays, checked when planned
+            stack, h_0, c_0 = plan
+            cell_state = MODES[self.mode].cell_state
+            if h_0 is None:
+                h_0, c_0 = hx if cell_state else (hx, None)
+            output, h_n, c_n = stack.run(
+                input.transpose((1, 0, 2)) if self.batch_first else input, h_0, c_0, None)
+            if self.batch_first:
+                output = output.transpose((1, 0, 2))
+            return (output, (h_n, c_n)) if cell_state else (output, h_n)
         x, batch_sizes, sorted_indices, unsorted_indices, unbatched = self._check_input(input)
         run = self._check_lengths(input, lengths, padding_side)
         L, N, _ = getval(x).shape
@@ -763,7 +840,35 @@ class RNNCellBase(_StackModule):
         return (self._check_state("h", hx[0], N, unbatched),
                 self._check_state("c", hx[1], N, unbatched))
 
+    def _plan_flags(self) -> tuple:
+        return ()
+
+    def _plan(self, input, hx):
+        """``(stack, h, c)`` for a small step on plain arrays (zero states when ``hx`` is
+        None), after the general route's checks; False when it needs the general route."""
+        x, unbatched = self._check_input(input)
+        if unbatched:
+            return False
+        N = x.shape[1]
+        self._states(hx, N, False)  # checks
+        stack = self._small_stack()
+        if stack is None or not _ops.is_small(self.mode, x, 1, 1, self.hidden_size,
+                                              self.hidden_size):
+            return False
+        if hx is not None:
+            return stack, None, None
+        zeros = np.zeros((N, self.hidden_size), self.dtype)
+        return stack, zeros, (zeros if MODES[self.mode].cell_state else None)
+
     def forward(self, input, hx=None):
+        plan = self._planned(input, hx)
+        if plan is not None:  # a small step on plain arrays, checked when planned
+            stack, h, c = plan
+            cell_state = MODES[self.mode].cell_state
+            if h is None:
+                h, c = hx if cell_state else (hx, None)
+            _, h, c = stack.run(input[None], h[None], c[None] if cell_state else None, None)
+            return (h[0], c[0]) if cell_state else h[0]
         x, unbatched = self._check_input(input)
         h, c = self._states(hx, getval(x).shape[1], unbatched)
         spec = StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
