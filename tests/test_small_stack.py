@@ -86,6 +86,25 @@ def test_small_stack_equals_layer_by_layer_everywhere(mode, num_layers, D, I, H,
              seed=data.draw(st.integers(0, 2**16)))
 
 
+class _layer_by_layer:
+    """Within it, ``module``'s calls take the layer-by-layer path (no compiled stack): no
+    call is small, and the plans its calls made before are put aside until the end."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __enter__(self):
+        self.saved = _ops._SMALL_FLOPS
+        _ops._SMALL_FLOPS = 0
+        self.plans = self.module.__dict__.pop("_plans", None)
+
+    def __exit__(self, *exc):
+        _ops._SMALL_FLOPS = self.saved
+        self.module.__dict__.pop("_plans", None)
+        if self.plans is not None:
+            self.module.__dict__["_plans"] = self.plans
+
+
 def test_layers_and_cells_take_the_compiled_stack_when_small(monkeypatch):
     runs = []
     run = _ops.SmallStack.run
@@ -137,12 +156,8 @@ def test_parameters_live_in_one_buffer_that_small_calls_read(make):
         return out if isinstance(out, np.ndarray) else out[0]
 
     def reference(module):  # the layer-by-layer path: no compiled stack
-        saved = _ops._SMALL_FLOPS
-        _ops._SMALL_FLOPS = 0
-        try:
+        with _layer_by_layer(module):
             return run(module)
-        finally:
-            _ops._SMALL_FLOPS = saved
 
     before = run(layer)
     np.testing.assert_allclose(before, reference(layer), rtol=2e-5, atol=2e-6)
@@ -158,3 +173,117 @@ def test_parameters_live_in_one_buffer_that_small_calls_read(make):
     assert layer._small_stack() is None
     np.testing.assert_allclose(run(layer), reference(layer), rtol=2e-5, atol=2e-6)
     assert not np.allclose(run(layer), after)
+
+
+def _call(module, x, hx=None):
+    out = module(x, hx)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _flat(result):
+    """A call's arrays, in order: output, h_n, c_n (nested tuples opened)."""
+    out = []
+    for r in result:
+        out.extend(_flat(r) if isinstance(r, tuple) else [r])
+    return out
+
+
+def _same_as_layer_by_layer(module, x, hx=None):
+    got = _flat(_call(module, x, hx))
+    with _layer_by_layer(module):
+        expected = _flat(_call(module, x, hx))
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    return got
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.LSTM(4, 6, num_layers=2), (3, 2, 4)),
+    (lambda: nn.GRU(4, 6, batch_first=True, bidirectional=True), (2, 3, 4)),
+    (lambda: nn.RNN(4, 6, nonlinearity="relu"), (3, 2, 4)),
+    (lambda: nn.LSTMCell(4, 6), (2, 4)),
+    (lambda: nn.GRUCell(4, 6), (2, 4)),
+], ids=["lstm", "gru-bf-bi", "rnn", "lstm-cell", "gru-cell"])
+def test_planned_calls_check_once_and_follow_every_change(make, shape, monkeypatch):
+    """A small call on plain arrays is checked once per (shapes, dtypes, flags); later calls
+    with the same key skip the checks, and every change a call can see still shows:
+    in-place updates, load_state_dict, a replaced parameter, given states, train/eval
+    with dropout, and bad input after a plan exists still gets its error."""
+    module = make()
+    cls = type(module)
+    checks = []
+    check = cls._check_input
+    monkeypatch.setattr(cls, "_check_input",
+                        lambda self, *a: checks.append(1) or check(self, *a))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    first = _same_as_layer_by_layer(module, x)
+    n = len(checks)
+    again = _flat(_call(module, x))
+    assert len(checks) == n  # planned: no second check
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # a new shape is a new plan, checked once
+    x2 = rng.standard_normal((shape[0] + 1,) + shape[1:]).astype(np.float32)
+    _same_as_layer_by_layer(module, x2)
+    assert len(checks) > n
+    # in-place updates (an optimizer's step) and load_state_dict
+    p = next(iter(module.parameters()))
+    p -= 0.25
+    changed = _same_as_layer_by_layer(module, x)
+    assert not np.allclose(changed[0], first[0])
+    state = {k: v * 0.5 for k, v in module.state_dict().items()}
+    module.load_state_dict(state)
+    _same_as_layer_by_layer(module, x)
+    # given states, then the zero states again (they were never written)
+    cell = isinstance(module, nn.RNNCellBase)
+    lstm = module.mode == "LSTM"
+    if cell:
+        h = rng.standard_normal((shape[0], 6)).astype(np.float32)
+    else:
+        D = 2 if module.bidirectional else 1
+        h = rng.standard_normal((module.num_layers * D, x.shape[0 if module.batch_first
+                                                              else 1], 6)).astype(np.float32)
+    hx = (h, h * 0.5) if lstm else h
+    _same_as_layer_by_layer(module, x, hx)
+    _same_as_layer_by_layer(module, x)
+    # bad input after the plans exist: the general route's errors
+    with pytest.raises(TypeError, match="float32"):
+        module(x.astype(np.float64))
+    bad = (h[..., :5], h) if lstm else h[..., :5]
+    with pytest.raises(ValueError, match="hidden_size|proj_size"):
+        module(x, bad)
+    # a replaced parameter leaves the buffer: the call still sees it
+    name = next(iter(dict(module.named_parameters())))
+    setattr(module, name, nn.Parameter(np.asarray(getattr(module, name)) + 0.5))
+    _same_as_layer_by_layer(module, x)
+    if not cell and module.num_layers > 1:  # dropout in training: the layer path draws it
+        module.dropout = 0.5
+        module.train()
+        with rnnkit.no_grad():
+            rnnkit.manual_seed(3)
+            drawn = module(x)[0]
+        module.eval()
+        _same_as_layer_by_layer(module, x)
+        assert not np.allclose(drawn, module(x)[0])
+
+
+def test_threads_share_a_modules_stack():
+    """Calls from several threads on one module, right after its weights changed in place,
+    all see the new weights (each packs, or waits for nothing, never reads half-packed
+    panels as current)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lstm = nn.LSTM(8, 16, num_layers=2)
+    x = np.random.default_rng(0).standard_normal((6, 3, 8)).astype(np.float32)
+    for round_ in range(20):
+        for p in lstm.parameters():
+            p *= 0.99  # in place
+        with _layer_by_layer(lstm):
+            expected = lstm(x)[0]
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda _: lstm(x)[0], range(16)))
+        for out in outs:
+            np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-6,
+                                       err_msg=f"round {round_}")
