@@ -287,3 +287,18 @@ def test_threads_share_a_modules_stack():
         for out in outs:
             np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-6,
                                        err_msg=f"round {round_}")
+
+
+@pytest.mark.parametrize("options", [dict(layer_norm=True), dict(zoneout=0.1),
+                                     dict(peepholes=True)], ids=["ln", "zoneout", "peep"])
+def test_small_layers_with_cell_options_take_their_own_kernels(options):
+    """A small layer with cell options has no compiled stack (its kernels are apart): its
+    training steps and calls run, and every parameter gets a gradient."""
+    lstm = nn.LSTM(4, 5, num_layers=2, **options)
+    assert lstm._small_stack() is None
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    grads = rnnkit.grad(lambda m: m(x)[0].sum())(lstm)
+    assert set(grads) == set(dict(lstm.named_parameters()))
+    assert all(np.isfinite(g).all() for g in grads.values())
+    lstm.eval()
+    assert lstm(x)[0].shape == (3, 2, 5)

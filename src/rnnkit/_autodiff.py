@@ -203,7 +203,7 @@ def stack_train_forward(spec, x, h_0, c_0, flat, small=None):
     """The stack's forward on plain arrays, keeping what its backward needs:
     ``((output, h_n, c_n), saved)``, ``c_n`` None but for the LSTM. ``small`` as in
     ``stacked_layers``."""
-    stack = small() if small is not None else None
+    stack = small() if small is not None and not spec.options.any else None
     if stack is not None and any(w.base is not stack.weights for w in flat):
         stack = None  # not the module's parameters: they are copied, if fused
     if _fusable(spec, x, h_0, c_0, flat, stack):

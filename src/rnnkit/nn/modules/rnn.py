@@ -134,13 +134,16 @@ class _StackModule(Module):
 
     def _small_stack(self):
         """The compiled stack of small calls over the flat buffer (made once), while every
-        parameter still lives in the buffer; else None. Which of the two is known until a
-        parameter is replaced (``module._structure``)."""
+        parameter still lives in the buffer; else None, and None for a layer with cell
+        options (their kernels are apart). Which of the two is known until a parameter is
+        replaced (``module._structure``)."""
         known = self.__dict__.get("_small_known")
         if known is not None and known[0] == _structure[0]:
             return known[1]
         buffer, stack = self.__dict__.get("_buffer"), None
-        if buffer is not None and all(p is not None and p.base is buffer
+        options = self._options if isinstance(self, RNNBase) else None
+        if buffer is not None and not (options and options.any) and all(
+                p is not None and p.base is buffer
                                       for p in self._parameters.values()):
             stack = self.__dict__.get("_small")
             if stack is None:
