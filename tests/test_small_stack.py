@@ -302,3 +302,56 @@ def test_small_layers_with_cell_options_take_their_own_kernels(options):
     assert all(np.isfinite(g).all() for g in grads.values())
     lstm.eval()
     assert lstm(x)[0].shape == (3, 2, 5)
+
+
+_ALLOCATIONS = """
+import json, tracemalloc
+import numpy as np
+from numba.core.runtime import rtsys
+import rnnkit
+
+counts, extra = {}, {}
+for name, make, shape in [
+        ("lstm-1", lambda: rnnkit.nn.LSTM(10, 20), (1, 3, 10)),
+        ("lstm-3-bi-long", lambda: rnnkit.nn.LSTM(10, 20, 3, bidirectional=True), (40, 3, 10)),
+        ("lstm-proj-bf", lambda: rnnkit.nn.LSTM(10, 20, 2, batch_first=True, proj_size=5),
+         (3, 7, 10)),
+        ("gru-2", lambda: rnnkit.nn.GRU(10, 20, 2), (5, 3, 10)),
+        ("rnn-bi", lambda: rnnkit.nn.RNN(10, 20, bidirectional=True), (5, 3, 10)),
+        ("lstm-cell", lambda: rnnkit.nn.LSTMCell(10, 20), (3, 10))]:
+    module = make()
+    x = np.ones(shape, np.float32)
+    module(x), module(x)  # compiled, planned, scratch made
+    before = rtsys.get_allocation_stats().alloc
+    tracemalloc.start()
+    result = module(x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    counts[name] = rtsys.get_allocation_stats().alloc - before
+    arrays = [result[0], *result[1]] if isinstance(result[1], tuple) else list(result)
+    extra[name] = peak - sum(a.nbytes for a in arrays)
+print(json.dumps([counts, extra]))
+"""
+
+
+def test_small_calls_allocate_nothing_beyond_their_outputs():
+    """Once a shape has been called, a small call allocates its results and nothing else:
+    beyond the outputs' bytes tracemalloc sees only Python objects (array headers,
+    tuples: under 4 KB, the same for one layer and one step as for three bidirectional
+    layers and forty steps), and numba's runtime allocates no buffers: its count is the
+    same constant for every mode, depth, direction, length and layout (the wrappers of
+    the arrays handed to the compiled stack), where a buffer per layer-direction or per
+    step would show."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    done = subprocess.run([sys.executable, "-c", _ALLOCATIONS], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    counts, extra = json.loads(done.stdout.splitlines()[-1])
+    assert len(set(counts.values())) == 1, counts
+    assert max(extra.values()) < 4096, extra
+    assert extra["lstm-1"] == extra["lstm-3-bi-long"], extra

@@ -621,19 +621,25 @@ class SmallStack:
         self.weight_bytes = self.weights.view(np.uint32)  # 4-byte words: floats and doubles
         self.packed_bytes = None  # made by the first run(pack=True)
         self.gemm = _gemm.address(dt)
+        self._local = threading.local()  # per thread: the scratch of recent call shapes
 
     def run(self, x, h_0, c_0, batch_sizes, pack=True):
         """``(output, h_n, c_n)`` of the stack on ``x (L, N, I)`` from ``h_0``, ``c_0``
         ``(K, N, *)``; ``c_n`` None but for the LSTM. ``pack``: repack the panels if the
         weights changed since they were packed; ``pack=False`` runs on the panels as they
-        are (the first run packs either way)."""
-        L, N, _ = x.shape
+        are (the first run packs either way). Allocates its three results and nothing
+        else once a call of the same shape has run in this thread (``_scratch``)."""
+        L, N, I = x.shape
         dt = x.dtype
         P = h_0.shape[2]
         lstm = self.mode == _stack.LSTM
         output = np.empty((L, N, self.D * P), dt)
         h_n = np.empty(h_0.shape, dt)
         c_n = np.empty(c_0.shape, dt) if lstm else _empty(3, dt)
+        work, x_copy = self._scratch(L, N, I, P, dt)
+        if not x.flags.c_contiguous:  # batch_first: time-major, in the scratch
+            np.copyto(x_copy, x)
+            x = x_copy
         if pack and self.packed_bytes is None:
             self.packed_bytes = np.empty_like(self.weight_bytes)
             mode = _stack.PACK_ALWAYS
@@ -641,14 +647,30 @@ class SmallStack:
             mode = _stack.PACK_IF_CHANGED
         else:
             mode = _stack.PACK_NEVER if self.packed else _stack.PACK_ALWAYS
-        _stack.stack_inference(self.mode, np.ascontiguousarray(x), np.ascontiguousarray(h_0),
+        _stack.stack_inference(self.mode, x, np.ascontiguousarray(h_0),
                                np.ascontiguousarray(c_0) if lstm else _empty(3, dt),
                                self.weights, self.layout, self.panels, mode, self.weight_bytes,
                                _EMPTY_BYTES if self.packed_bytes is None else self.packed_bytes,
                                self.gemm, self.nr, self.num_layers, self.D, self.H,
-                               _batch_sizes(batch_sizes, L, N), output, h_n, c_n)
+                               _batch_sizes(batch_sizes, L, N), output, h_n, c_n, work)
         self.packed = True
         return output, h_n, (c_n if lstm else None)
+
+    def _scratch(self, L, N, I, P, dt):
+        """``(work, x_copy (L, N, I))``: the kernel's scratch for calls of this shape, kept
+        per thread (two threads never share one) for the last few shapes."""
+        kept = self._local.__dict__.setdefault("scratch", {})
+        key = (L, N, I, P)
+        found = kept.get(key)
+        if found is None:
+            G = _stack.GATES[self.mode] * self.H
+            size = _stack.work_size(L, N, G, -(-G // self.nr), self.nr, P, self.H, self.D,
+                                    self.num_layers)
+            block = np.empty(size + L * N * I, dt)
+            if len(kept) >= 8:
+                kept.clear()
+            found = kept[key] = (block[:size], block[size:].reshape(L, N, I))
+        return found
 
     def train_forward(self, x, h_0, c_0, batch_sizes):
         """The training forward (``_kernels/stack_train.py``): ``(output, h_n, c_n,

@@ -119,7 +119,8 @@ def stack_train_forward(mode, x, h_0, c_0, weights, layout, panels, gemm, nr, nu
             reverse = d == 1
             xw = gates[k * L * N * G:(k + 1) * L * N * G].reshape((L, N, G))
             hw = np.empty((N, Gp * nr), dt)
-            project_input(mode, gemm, layer_in, ih_panels, weights, o, batch_sizes, reverse, xw)
+            project_input(mode, gemm, layer_in, ih_panels, weights, o, batch_sizes, reverse, xw,
+                          np.empty((L * N, Gp * nr), dt), np.empty(G, dt))
             step_out = out if D == 1 else np.empty((L, N, P), dt)
             h_k = hs[k * (L + 1) * N * P:(k + 1) * (L + 1) * N * P].reshape((L + 1, N, P))
             h_k[0] = h_0[k]
@@ -132,7 +133,8 @@ def stack_train_forward(mode, x, h_0, c_0, weights, layout, panels, gemm, nr, nu
                 c_n[k] = c_k[L]
             elif mode == GRU:
                 whn_k = w_hn_h[k * L * N * H:(k + 1) * L * N * H].reshape((L, N, H))
-                gru_forward(xw, gemm, hh_panels, hidden_bias(weights, o, G, dt), batch_sizes,
+                b_hh = hidden_bias(weights, o, np.empty(G, dt))
+                gru_forward(xw, gemm, hh_panels, b_hh, batch_sizes,
                             reverse, h_k, hw, whn_k, step_out)
             else:
                 rnn_forward(xw, gemm, hh_panels, batch_sizes, reverse, mode == RNN_RELU, h_k,
