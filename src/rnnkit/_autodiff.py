@@ -1,8 +1,8 @@
-"""Autograd primitives around the fused recurrences; grad, value_and_grad, no_grad.
+"""The fused recurrences as nodes of autograd's graph; grad, value_and_grad, no_grad.
 
 HIPS autograd (https://github.com/HIPS/autograd) differentiates the glue: indexing,
 packing, concatenation, ``Linear``, losses. A recurrent module's whole stack of
-layers is one primitive (``stacked_layers``); a cell is the same primitive with one
+layers is one node (``stacked_layers``); a cell is the same node with one
 layer, one direction and one step. Its VJP runs the fused, hand-derived backward of
 each layer-direction over the whole sequence once (docs/equations.md) and hands back
 the gradients autograd asks for. What differs between LSTM, GRU and RNN is in

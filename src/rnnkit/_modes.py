@@ -3,15 +3,15 @@
 Everything that differs between them lives here, once:
 
 - ``gates``: rows of ``W_ih``/``W_hh`` per hidden unit (4, 3, 1, 1);
-- the order of a layer-direction's weights in the flat list the autograd
-  primitive takes, and their torch names (``weight_names``), then the parameters
+- the order of a layer-direction's weights in the flat list the stack's autograd
+  node takes, and their torch names (``weight_names``), then the parameters
   of the cell options (``option_names``; API.md "Cell options (beyond torch)");
 - one forward and one backward per layer-direction with a common signature,
   which adapt the mode's ``_ops`` function (the LSTM and RNN kernels take the
   summed bias ``b_ih + b_hh``, the GRU keeps ``b_hn`` apart, the RNN takes its
   nonlinearity).
 
-Modules, cells, the autograd primitive and the exporters all ask this file; none
+Modules, cells, the stack's autograd node and the exporters all ask this file; none
 of them branches on the mode for these things.
 """
 

@@ -4,7 +4,7 @@ One ``RNNBase.forward`` serves LSTM, GRU and RNN: it checks the input at the
 public boundary (every message names the argument, the expected shape in the
 vocabulary of torch's docs and what came), packs or pads, and hands the stack to
 ``_autodiff.stacked_layers``. One ``RNNCellBase.forward`` serves the three cells,
-through the same primitive with one layer and one step. What differs between the
+through the same node with one layer and one step. What differs between the
 modes (gates, weight order, kernels) is in ``rnnkit._modes``.
 """
 
@@ -772,7 +772,7 @@ class RNN(RNNBase):
 
 class RNNCellBase(_StackModule):
     """The machinery shared by the cells: parameters, init, input checks, and one forward:
-    a cell is its layer's stack primitive with one layer, one direction and one step."""
+    a cell is its layer's stack node with one layer, one direction and one step."""
 
     def __init__(self, mode, input_size, hidden_size, bias, dtype):
         super().__init__()
