@@ -461,7 +461,7 @@ _PLAIN_NUMPY = (
     "{name} was called on a value that rnnkit is differentiating; plain NumPy functions "
     "do not carry gradients. Use rnnkit.numpy.{short} instead (import rnnkit.numpy as rnp)"
 )
-_own_traces: set[int] = set()  # traces rnnkit is running; trace ids are never reused
+_own_traces: set[int] = set()  # the traces (levels of autograd's stack) rnnkit is running
 
 
 def _array_function(self, func, types, args, kwargs):
@@ -490,18 +490,6 @@ class _ArrayHook:
 
 ArrayBox.__array_function__ = _array_function
 ArrayBox.__array__ = _ArrayHook()
-
-
-@contextlib.contextmanager
-def _own_trace(values):
-    """While rnnkit traces ``values``, plain NumPy calls on its boxes are refused."""
-    traces = {v._trace for v in values if isbox(v)}
-    new = traces - _own_traces
-    _own_traces.update(new)
-    try:
-        yield
-    finally:
-        _own_traces.difference_update(new)
 
 
 # ---------------------------------------------------------------- grad, value_and_grad
@@ -640,28 +628,36 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0) -> Callabl
         # module's table: the same dict, and its vector space, every step)
         start = tuple(tables[k].plain if k in tables else args[k] for k in nums)
 
-        def traced(values):
-            # one argument is traced as itself; several as a tuple, unpacked once here
-            # (each index of a traced tuple is a node of the graph)
-            values = (values,) if len(nums) == 1 else tuple(values)
-            call_args = list(args)
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(_own_trace(values))
-                for k, value in zip(nums, values):
-                    if k in tables:
-                        stack.enter_context(args[k]._traced_parameters(value))
-                    else:
-                        call_args[k] = value
-                return fun(*call_args, **kwargs)
-
         # autograd's make_vjp, without its warning for a loss that does not depend on the
-        # arguments (their gradient is zero) and without the warnings filter it would take
-        # to silence that on every call
+        # arguments (their gradient is zero) and the warnings filter it would take to
+        # silence that on every call; and the trace's bookkeeping inline, not in four
+        # context managers (a few microseconds each, on every training step)
         start_value = start[0] if len(nums) == 1 else start
         start_node = VJPNode.new_root()
-        with trace_stack.new_trace() as trace:
+        trace_stack.top += 1
+        trace = trace_stack.top
+        mine = trace not in _own_traces  # plain NumPy on its boxes is refused
+        _own_traces.add(trace)
+        traced = []
+        try:
             start_box = new_box(start_value, trace, start_node)
-            end_box = traced(start_box)
+            # one argument is traced as itself; several as a tuple, unpacked once here
+            # (each index of a traced tuple is a node of the graph)
+            values = (start_box,) if len(nums) == 1 else tuple(start_box)
+            call_args = list(args)
+            for k, value in zip(nums, values):
+                if k in tables:
+                    traced.append(args[k])
+                    args[k]._trace_parameters(value)
+                else:
+                    call_args[k] = value
+            end_box = fun(*call_args, **kwargs)
+        finally:
+            for module in traced:
+                module._untrace_parameters()
+            if mine:
+                _own_traces.discard(trace)
+            trace_stack.top -= 1
         if isbox(end_box) and end_box._trace == start_box._trace:
             value, end_node = end_box._value, end_box._node
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -350,19 +349,17 @@ class Module:
             else:
                 p.grad = np.zeros_like(np.asarray(p))
 
-    @contextlib.contextmanager
-    def _traced_parameters(self, values):
+    def _trace_parameters(self, values) -> None:
         """Stand the traced ``values`` (a traced dict, dotted name -> value) in for the
-        parameters while tracing; each is looked up on first use (``_Traced``). A
-        parameter held by several modules is one entry, its gradient summed over them."""
-        sources = self._table().sources
-        try:
-            for module, keys, flat_keys in sources:
-                object.__setattr__(module, "_traced", _Traced(values, keys, flat_keys))
-            yield
-        finally:
-            for module, _, _ in sources:
-                object.__setattr__(module, "_traced", None)
+        parameters while tracing, until ``_untrace_parameters``; each is looked up on first
+        use (``_Traced``). A parameter held by several modules is one entry, its gradient
+        summed over them."""
+        for module, keys, flat_keys in self._table().sources:
+            object.__setattr__(module, "_traced", _Traced(values, keys, flat_keys))
+
+    def _untrace_parameters(self) -> None:
+        for module, _, _ in self._table().sources:
+            object.__setattr__(module, "_traced", None)
 
     # ------------------------------------------------------------ display
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from autograd.tracer import getval, isbox
@@ -184,18 +185,23 @@ class _StackModule(Module):
         return self._plain_flat
 
 
-    # ------------------------------------------------------------ small calls, planned once
-    # A call on plain arrays (nothing traced, no lengths) of a small stack: checked, and its
-    # route chosen, once per (shapes, dtypes, flags); later calls with the same key run the
-    # compiled stack straight away, on zero initial states made once.
+    # ------------------------------------------------------------ calls, planned once
+    # A call on plain arrays (no lengths) is checked, and its route chosen, once per
+    # (shapes, dtypes, flags); later calls with the same key go straight to it: a small
+    # call to the compiled stack, a traced call (value_and_grad tracing the parameters)
+    # to the stack's autograd node, each on zero initial states made once (read, never
+    # written).
 
     def _planned(self, input, hx):
-        """The plan of this call (``_plan``), or None when the call takes the general
-        route; every check of the general route has run when the plan was made."""
-        if type(input) is not np.ndarray or self._traced is not None:
+        """The ``_Plan`` of this call, or None when it takes the general route; every
+        check of the general route has run when the plan was made."""
+        if type(input) is not np.ndarray:
             return None
+        traced = self._traced is not None
         if hx is None:
             states = None
+        elif traced:  # traced states: the general route
+            return None
         elif MODES[self.mode].cell_state:
             if (type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not np.ndarray
                     or type(hx[1]) is not np.ndarray):
@@ -205,7 +211,7 @@ class _StackModule(Module):
             states = (hx.shape, hx.dtype)
         else:
             return None
-        key = (input.shape, input.dtype, states, self.training, _structure[0]) + \
+        key = (input.shape, input.dtype, states, traced, self.training, _structure[0]) + \
             self._plan_flags()
         plans = self.__dict__.get("_plans")
         if plans is None:
@@ -213,11 +219,21 @@ class _StackModule(Module):
             object.__setattr__(self, "_plans", plans)
         plan = plans.get(key)
         if plan is None:
-            plan = self._plan(input, hx)
+            plan = self._plan(input, hx, traced)
             if len(plans) >= 64:  # shapes come and go: keep the recent ones
                 plans.clear()
             plans[key] = plan
         return plan or None
+
+
+class _Plan(NamedTuple):
+    """A planned call: the compiled small stack (None: a traced call, which runs
+    ``stacked_layers`` with ``spec``), and the zero initial states (None: given)."""
+
+    stack: object
+    spec: object
+    h_0: object
+    c_0: object
 
 
 class RNNBase(_StackModule):
@@ -477,10 +493,10 @@ class RNNBase(_StackModule):
     def _plan_flags(self) -> tuple:
         return (self.dropout, self.batch_first)
 
-    def _plan(self, input, hx):
-        """``(stack, h_0, c_0)`` for a small call on plain arrays (zero states when ``hx`` is
-        None), after the general route's checks (which raise its errors); False when the
-        call is not small or needs the general route."""
+    def _plan(self, input, hx, traced):
+        """The ``_Plan`` of a small call on plain arrays, or of a traced call (``hx`` None),
+        after the general route's checks (which raise its errors); False when the call
+        needs the general route."""
         x, _, _, _, unbatched = self._check_input(input)
         if unbatched:
             return False
@@ -492,16 +508,23 @@ class RNNBase(_StackModule):
             self._check_state("h_0", hx[0] if cell_state else hx, N, H_out, False, h_size)
             if cell_state:
                 self._check_state("c_0", hx[1], N, self.hidden_size, False, "hidden_size")
+        zeros = (None, None) if hx is not None else (
+            np.zeros((self.num_layers * D, N, H_out), self.dtype),
+            np.zeros((self.num_layers * D, N, self.hidden_size), self.dtype)
+            if cell_state else None)
+        if traced:
+            return _Plan(None, self._spec(None), *zeros)
         stack = self._small_stack()
         if (stack is None or (self.training and self.dropout > 0) or self._options.any
                 or not _ops.is_small(self.mode, x, self.num_layers, D, self.hidden_size,
                                      H_out)):
             return False
-        if hx is not None:
-            return stack, None, None
-        return (stack, np.zeros((self.num_layers * D, N, H_out), self.dtype),
-                np.zeros((self.num_layers * D, N, self.hidden_size), self.dtype)
-                if cell_state else None)
+        return _Plan(stack, None, *zeros)
+
+    def _spec(self, batch_sizes) -> StackSpec:
+        return StackSpec(self.mode, self.num_layers, self._directions, self.dropout,
+                         self.training, batch_sizes, self.bias, bool(self.proj_size),
+                         self._options)
 
     def forward(self, input, hx=None, *, lengths=None, padding_side="right"):
         r"""``output, h_n`` (the LSTM: ``output, (h_n, c_n)``), as torch's call.
@@ -528,13 +551,17 @@ class RNNBase(_StackModule):
         """
         plan = self._planned(input, hx) if lengths is None and padding_side == "right" \
             else None
-        if plan is not None:  # a small call on plain arrays, checked when planned
-            stack, h_0, c_0 = plan
+        if plan is not None:  # a call on plain arrays, checked when planned
+            stack, spec, h_0, c_0 = plan
             cell_state = MODES[self.mode].cell_state
             if h_0 is None:
                 h_0, c_0 = hx if cell_state else (hx, None)
-            output, h_n, c_n = stack.run(
-                input.transpose((1, 0, 2)) if self.batch_first else input, h_0, c_0, None)
+            x = input.transpose((1, 0, 2)) if self.batch_first else input
+            if stack is not None:
+                output, h_n, c_n = stack.run(x, h_0, c_0, None)
+            else:  # traced: the stack's node
+                output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._stack_weights(),
+                                                  self._small_stack)
             if self.batch_first:
                 output = output.transpose((1, 0, 2))
             return (output, (h_n, c_n)) if cell_state else (output, h_n)
@@ -576,8 +603,7 @@ class RNNBase(_StackModule):
             return self._nothing_runs(run, h_0, c_0, D * H_out)
         # one traced node for the whole stack, or (nothing to differentiate) the
         # inference kernels, which keep no per-step history
-        spec = StackSpec(self.mode, self.num_layers, D, self.dropout, self.training,
-                         batch_sizes, self.bias, bool(self.proj_size), self._options)
+        spec = self._spec(batch_sizes)
         output, h_n, c_n = stacked_layers(spec, x, h_0, c_0, self._stack_weights(),
                                           self._small_stack)
         if unsorted_indices is not None:  # back to the caller's batch order
@@ -846,11 +872,12 @@ class RNNCellBase(_StackModule):
     def _plan_flags(self) -> tuple:
         return ()
 
-    def _plan(self, input, hx):
-        """``(stack, h, c)`` for a small step on plain arrays (zero states when ``hx`` is
-        None), after the general route's checks; False when it needs the general route."""
+    def _plan(self, input, hx, traced):
+        """The ``_Plan`` of a small step on plain arrays (zero states when ``hx`` is None),
+        after the general route's checks; False when it needs the general route (a traced
+        step among them)."""
         x, unbatched = self._check_input(input)
-        if unbatched:
+        if unbatched or traced:
             return False
         N = x.shape[1]
         self._states(hx, N, False)  # checks
@@ -859,14 +886,14 @@ class RNNCellBase(_StackModule):
                                               self.hidden_size):
             return False
         if hx is not None:
-            return stack, None, None
+            return _Plan(stack, None, None, None)
         zeros = np.zeros((N, self.hidden_size), self.dtype)
-        return stack, zeros, (zeros if MODES[self.mode].cell_state else None)
+        return _Plan(stack, None, zeros, zeros if MODES[self.mode].cell_state else None)
 
     def forward(self, input, hx=None):
         plan = self._planned(input, hx)
         if plan is not None:  # a small step on plain arrays, checked when planned
-            stack, h, c = plan
+            stack, _, h, c = plan
             cell_state = MODES[self.mode].cell_state
             if h is None:
                 h, c = hx if cell_state else (hx, None)
