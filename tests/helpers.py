@@ -74,3 +74,31 @@ def build_pair(torch, kind: str, dtype, **kwargs):
     ours = getattr(rnnkit.nn, kind)(**kwargs, dtype=dtype)
     ours.load_state_dict({k: to_numpy(v) for k, v in theirs.state_dict().items()})
     return theirs, ours
+
+
+def stack_args(rng, mode, num_layers, D, I, H, P, bias, L, N, lengths, dtype):
+    """A stack's plain arguments, ``(x, h_0, c_0, flat, batch_sizes)``: weights drawn
+    U(-0.5, 0.5) in the flat order of ``_modes.weight_names`` (``P != H``: with W_hr),
+    x, h_0 and c_0 (read by the LSTM only) standard normal; with ``lengths``, packed
+    input: rows sorted by decreasing length, padding zero."""
+    from rnnkit._modes import MODES, weight_names
+
+    G = MODES[mode].gates * H
+    flat = []
+    for layer in range(num_layers):
+        for _ in range(D):
+            I_k = I if layer == 0 else D * P
+            shapes = {"weight_ih": (G, I_k), "weight_hh": (G, P), "bias_ih": (G,),
+                      "bias_hh": (G,), "weight_hr": (P, H)}
+            flat += [rng.uniform(-0.5, 0.5, shapes[n]).astype(dtype)
+                     for n in weight_names(bias, P != H)]
+    K = num_layers * D
+    x = rng.standard_normal((L, N, I)).astype(dtype)
+    h_0 = rng.standard_normal((K, N, P)).astype(dtype)
+    c_0 = rng.standard_normal((K, N, H)).astype(dtype)
+    batch_sizes = None
+    if lengths is not None:
+        lengths = np.sort(np.asarray(lengths))[::-1]
+        batch_sizes = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
+        x = x * (np.arange(L)[:, None] < lengths[None, :])[:, :, None].astype(dtype)
+    return x, h_0, c_0, flat, batch_sizes

@@ -11,37 +11,17 @@ from hypothesis import strategies as st
 
 import rnnkit
 from rnnkit import _autodiff, _ops, nn
-from rnnkit._modes import weight_names
+
+from helpers import stack_args
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 
 
-def _weights(rng, mode, num_layers, D, I, H, P, bias, dtype):
-    G = {"LSTM": 4, "GRU": 3}.get(mode, 1) * H
-    flat = []
-    for layer in range(num_layers):
-        for _ in range(D):
-            I_k = I if layer == 0 else D * P
-            shapes = {"weight_ih": (G, I_k), "weight_hh": (G, P), "bias_ih": (G,),
-                      "bias_hh": (G,), "weight_hr": (P, H)}
-            flat += [rng.uniform(-0.5, 0.5, shapes[n]).astype(dtype)
-                     for n in weight_names(bias, P != H)]
-    return flat
-
-
 def _compare(mode, num_layers, D, I, H, P, bias, L, N, lengths, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    flat = _weights(rng, mode, num_layers, D, I, H, P, bias, dtype)
-    K = num_layers * D
-    x = rng.standard_normal((L, N, I)).astype(dtype)
-    h_0 = rng.standard_normal((K, N, P)).astype(dtype)
-    c_0 = rng.standard_normal((K, N, H)).astype(dtype) if mode == "LSTM" else None
-    batch_sizes = None
-    if lengths is not None:  # packed: rows sorted by decreasing length, padding zero
-        lengths = np.sort(np.asarray(lengths))[::-1]
-        batch_sizes = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
-        x = x * (np.arange(L)[:, None] < lengths[None, :])[:, :, None].astype(dtype)
+    x, h_0, c_0, flat, batch_sizes = stack_args(rng, mode, num_layers, D, I, H, P, bias, L,
+                                                N, lengths, dtype)
     spec = _autodiff.StackSpec(mode, num_layers, D, 0.0, False, batch_sizes, bias, P != H)
     expected = _autodiff._stack_forward(spec, x, h_0, c_0, flat, keep=False)[:3]
     stack = _ops.SmallStack(mode, flat, num_layers, D, bias, P != H)

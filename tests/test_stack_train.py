@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 import rnnkit
 from rnnkit import _autodiff, _ops, nn
-from rnnkit._modes import MODES, weight_names
+from rnnkit._modes import MODES
+
+from helpers import stack_args
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 STACKS = [("LSTM", False), ("LSTM", True), ("GRU", False), ("RNN_TANH", False),
@@ -39,28 +41,6 @@ class _Counting:
         monkeypatch.setattr(_ops.SmallStack, "train_forward", counted)
 
 
-def _args(rng, mode, num_layers, D, I, H, P, bias, L, N, lengths, dtype):
-    G = MODES[mode].gates * H
-    flat = []
-    for layer in range(num_layers):
-        for _ in range(D):
-            I_k = I if layer == 0 else D * P
-            shapes = {"weight_ih": (G, I_k), "weight_hh": (G, P), "bias_ih": (G,),
-                      "bias_hh": (G,), "weight_hr": (P, H)}
-            flat += [rng.uniform(-0.5, 0.5, shapes[n]).astype(dtype)
-                     for n in weight_names(bias, P != H)]
-    K = num_layers * D
-    x = rng.standard_normal((L, N, I)).astype(dtype)
-    h_0 = rng.standard_normal((K, N, P)).astype(dtype)
-    c_0 = rng.standard_normal((K, N, H)).astype(dtype)  # read by the LSTM only
-    batch_sizes = None
-    if lengths is not None:  # packed: rows sorted by decreasing length, padding zero
-        lengths = np.sort(np.asarray(lengths))[::-1]
-        batch_sizes = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
-        x = x * (np.arange(L)[:, None] < lengths[None, :])[:, :, None].astype(dtype)
-    return x, h_0, c_0, flat, batch_sizes
-
-
 def _value_and_grads(spec, x, h_0, c_0, flat, cotangents):
     """value_and_grad of a weighted sum of the stack's outputs, by x, h_0, c_0 and flat."""
     lstm = MODES[spec.mode].cell_state
@@ -77,7 +57,7 @@ def _compare(mode, num_layers, D, I, H, P, bias, L, N, lengths, dtype, seed=0,
              monkeypatch=None):
     """The fused path against the layer-by-layer path (forced): value and gradients."""
     rng = np.random.default_rng(seed)
-    x, h_0, c_0, flat, batch_sizes = _args(rng, mode, num_layers, D, I, H, P, bias, L, N,
+    x, h_0, c_0, flat, batch_sizes = stack_args(rng, mode, num_layers, D, I, H, P, bias, L, N,
                                            lengths, dtype)
     spec = _autodiff.StackSpec(mode, num_layers, D, 0.0, True, batch_sizes, bias, P != H)
     cotangents = [rng.standard_normal(s).astype(dtype)

@@ -63,11 +63,6 @@ class no_grad(contextlib.ContextDecorator):
         return False
 
 
-def _tracing(*values) -> bool:
-    """True when a gradient must flow through this call."""
-    return not _grad_disabled() and any(map(isbox, values))
-
-
 # ---------------------------------------------------------------- one node, several outputs
 # A module's whole stack (every layer and direction, the dropout between layers) is one
 # node of autograd's graph: per traced call autograd records one node for the
@@ -184,6 +179,13 @@ class StackSpec(NamedTuple):
         names = option_names(MODES[self.mode].cell_state, self.options)
         return layer_weights(flat, k, self.bias, self.proj, names)
 
+    def one_call(self, x, H, P):
+        """Whether the stack runs in one compiled call (``_ops.SmallStack``): no cell
+        options, no dropout drawn between layers, and small (``_ops.is_small``) for ``x``
+        and hidden sizes ``H``, ``P``."""
+        return (not self.options.any and not (self.training and self.dropout > 0)
+                and _ops.is_small(self.mode, x, self.num_layers, self.num_directions, H, P))
+
     def masks(self, L, N, H_out, dtype):
         """A layer-direction's draws of the options, as ``_ops_options`` takes them: in
         training the recurrent-dropout keep-mask ``(N, H_out)`` (scaled), then zoneout's
@@ -203,14 +205,23 @@ def stack_train_forward(spec, x, h_0, c_0, flat, small=None):
     """The stack's forward on plain arrays, keeping what its backward needs:
     ``((output, h_n, c_n), saved)``, ``c_n`` None but for the LSTM. ``small`` as in
     ``stacked_layers``."""
-    stack = small() if small is not None and not spec.options.any else None
-    if stack is not None and any(w.base is not stack.weights for w in flat):
-        stack = None  # not the module's parameters: they are copied, if fused
-    if _fusable(spec, x, h_0, c_0, flat, stack):
-        output, h_n, c_n, saved = _fused_forward(spec, x, h_0, c_0, flat, stack)
+    if _fusable(spec, x, h_0, c_0, flat):
+        output, h_n, c_n, saved = _fused_forward(spec, x, h_0, c_0,
+                                                 _small_stack_of(spec, flat, small))
     else:
         output, h_n, c_n, saved = _stack_forward(spec, x, h_0, c_0, flat, keep=True)
     return (output, h_n, c_n), saved
+
+
+def _small_stack_of(spec, flat, small):
+    """The compiled stack (``_ops.SmallStack``) that runs the weights ``flat``: the
+    module's own (``small()``) when they are views of its buffer, read in place; else
+    one over a copy of them."""
+    stack = small() if small is not None else None
+    if stack is None or any(w.base is not stack.weights for w in flat):
+        stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
+                                spec.bias, spec.proj)
+    return stack
 
 
 # ---------------------------------------------------------------- small stacks: fused
@@ -234,28 +245,20 @@ class _Fused(NamedTuple):
     cell: bool
 
 
-def _fusable(spec, x, h_0, c_0, flat, own):
-    """Whether a traced call runs fused: small, no options, no dropout, one float dtype
-    (``own``: the module's stack, whose weights ``flat`` are, or None)."""
-    if not _FUSED_TRAIN or spec.options.any or (spec.training and spec.dropout > 0):
+def _fusable(spec, x, h_0, c_0, flat):
+    """Whether a traced call runs fused: in one call (``StackSpec.one_call``), with one
+    float dtype."""
+    if not _FUSED_TRAIN or x.shape[0] == 0 or x.shape[1] == 0:  # no step or no row
         return False
     dt = x.dtype
-    if x.shape[0] == 0 or x.shape[1] == 0:  # no step or no row: nothing to fuse
-        return False
     if dt not in (np.float32, np.float64) or h_0.dtype != dt or (
-            c_0 is not None and c_0.dtype != dt) or (
-            own.weights.dtype != dt if own is not None else any(w.dtype != dt for w in flat)):
+            c_0 is not None and c_0.dtype != dt) or any(w.dtype != dt for w in flat):
         return False
-    return _ops.is_small(spec.mode, x, spec.num_layers, spec.num_directions,
-                         flat[0].shape[0] // MODES[spec.mode].gates, h_0.shape[-1])
+    return spec.one_call(x, flat[0].shape[0] // MODES[spec.mode].gates, h_0.shape[-1])
 
 
-def _fused_forward(spec, x, h_0, c_0, flat, stack):
-    """``_stack_forward(keep=True)`` in one compiled call: on ``stack``, the module's own
-    (``flat`` are views of its buffer), or None: on the weights copied flat."""
-    if stack is None:
-        stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
-                                spec.bias, spec.proj)
+def _fused_forward(spec, x, h_0, c_0, stack):
+    """``_stack_forward(keep=True)`` in one compiled call, on ``stack``."""
     cell = h_0.ndim == 2  # a cell's (N, H) states: its one layer-direction's
     output, h_n, c_n, arrays = stack.train_forward(
         x, h_0[None] if cell else h_0, (c_0[None] if cell else c_0) if c_0 is not None else None,
@@ -428,14 +431,9 @@ def stacked_layers(spec: StackSpec, x, h_0, c_0, flat, small=None):
     if boxed:
         x, h_0, c_0, flat = getval(x), getval(h_0), getval(c_0), list(map(getval, flat))
         small = None  # the module's buffer holds its parameters, not these values
-    if not (spec.training and spec.dropout > 0) and not spec.options.any and _ops.is_small(
-            spec.mode, x, spec.num_layers, spec.num_directions, flat[0].shape[0] //
-            MODES[spec.mode].gates, h_0.shape[-1]):
+    if spec.one_call(x, flat[0].shape[0] // MODES[spec.mode].gates, h_0.shape[-1]):
         # a small call: every layer and direction in one compiled call
-        stack = small() if small is not None else None
-        if stack is None:
-            stack = _ops.SmallStack(spec.mode, flat, spec.num_layers, spec.num_directions,
-                                    spec.bias, spec.proj)
+        stack = _small_stack_of(spec, flat, small)
         cell = h_0.ndim == 2  # a cell's (N, H) states: its one layer-direction's
         output, h_n, c_n = stack.run(x, h_0[None] if cell else h_0,
                                      (c_0[None] if cell else c_0) if cell_state else None,

@@ -44,7 +44,6 @@ __all__ = ["lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_
 # ---------------------------------------------------------------- shared pieces
 
 _EMPTY = {}
-_EMPTY_BYTES = np.empty(0, np.uint32)
 
 
 def _empty(ndim, dtype):
@@ -617,9 +616,9 @@ class SmallStack:
         self.H = flat[1].shape[0] // _stack.GATES[self.mode]
         self.panel_size = size
         self.panels = np.empty(size, dt)
-        self.packed = False  # panels filled at least once
+        self.packed = False  # panels filled at least once (the first run packs)
         self.weight_bytes = self.weights.view(np.uint32)  # 4-byte words: floats and doubles
-        self.packed_bytes = None  # made by the first run(pack=True)
+        self.packed_bytes = np.empty_like(self.weight_bytes)  # what the panels hold
         self.gemm = _gemm.address(dt)
         self._local = threading.local()  # per thread: the scratch of recent call shapes
 
@@ -640,19 +639,13 @@ class SmallStack:
         if not x.flags.c_contiguous:  # batch_first: time-major, in the scratch
             np.copyto(x_copy, x)
             x = x_copy
-        if pack and self.packed_bytes is None:
-            self.packed_bytes = np.empty_like(self.weight_bytes)
-            mode = _stack.PACK_ALWAYS
-        elif pack:
-            mode = _stack.PACK_IF_CHANGED
-        else:
-            mode = _stack.PACK_NEVER if self.packed else _stack.PACK_ALWAYS
+        mode = (_stack.PACK_ALWAYS if not self.packed else
+                _stack.PACK_IF_CHANGED if pack else _stack.PACK_NEVER)
         _stack.stack_inference(self.mode, x, np.ascontiguousarray(h_0),
                                np.ascontiguousarray(c_0) if lstm else _empty(3, dt),
                                self.weights, self.layout, self.panels, mode, self.weight_bytes,
-                               _EMPTY_BYTES if self.packed_bytes is None else self.packed_bytes,
-                               self.gemm, self.nr, self.num_layers, self.D, self.H,
-                               _batch_sizes(batch_sizes, L, N), output, h_n, c_n, work)
+                               self.packed_bytes, self.gemm, self.nr, self.num_layers, self.D,
+                               self.H, _batch_sizes(batch_sizes, L, N), output, h_n, c_n, work)
         self.packed = True
         return output, h_n, (c_n if lstm else None)
 

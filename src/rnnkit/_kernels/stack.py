@@ -208,5 +208,5 @@ def stack_inference(mode, x, h_0, c_0, weights, layout, panels, pack, weight_byt
             if D > 1:
                 out[:, :, d * P:(d + 1) * P] = step_out
         layer_in = out
-    if pack == PACK_ALWAYS and packed_bytes.shape[0] > 0:  # after the panels: see SmallStack
+    if pack == PACK_ALWAYS:  # after the panels: see SmallStack
         packed_bytes[:] = weight_bytes

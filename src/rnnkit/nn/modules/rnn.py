@@ -228,7 +228,8 @@ class _StackModule(Module):
 
 class _Plan(NamedTuple):
     """A planned call: the compiled small stack (None: a traced call, which runs
-    ``stacked_layers`` with ``spec``), and the zero initial states (None: given)."""
+    ``stacked_layers`` with ``spec``), the stack's spec, and the zero initial states
+    (None: given)."""
 
     stack: object
     spec: object
@@ -512,14 +513,13 @@ class RNNBase(_StackModule):
             np.zeros((self.num_layers * D, N, H_out), self.dtype),
             np.zeros((self.num_layers * D, N, self.hidden_size), self.dtype)
             if cell_state else None)
+        spec = self._spec(None)
         if traced:
-            return _Plan(None, self._spec(None), *zeros)
+            return _Plan(None, spec, *zeros)
         stack = self._small_stack()
-        if (stack is None or (self.training and self.dropout > 0) or self._options.any
-                or not _ops.is_small(self.mode, x, self.num_layers, D, self.hidden_size,
-                                     H_out)):
+        if stack is None or not spec.one_call(x, self.hidden_size, H_out):
             return False
-        return _Plan(stack, None, *zeros)
+        return _Plan(stack, spec, *zeros)
 
     def _spec(self, batch_sizes) -> StackSpec:
         return StackSpec(self.mode, self.num_layers, self._directions, self.dropout,
@@ -881,14 +881,16 @@ class RNNCellBase(_StackModule):
             return False
         N = x.shape[1]
         self._states(hx, N, False)  # checks
-        stack = self._small_stack()
-        if stack is None or not _ops.is_small(self.mode, x, 1, 1, self.hidden_size,
-                                              self.hidden_size):
+        stack, spec = self._small_stack(), self._spec()
+        if stack is None or not spec.one_call(x, self.hidden_size, self.hidden_size):
             return False
         if hx is not None:
-            return _Plan(stack, None, None, None)
+            return _Plan(stack, spec, None, None)
         zeros = np.zeros((N, self.hidden_size), self.dtype)
-        return _Plan(stack, None, zeros, zeros if MODES[self.mode].cell_state else None)
+        return _Plan(stack, spec, zeros, zeros if MODES[self.mode].cell_state else None)
+
+    def _spec(self) -> StackSpec:
+        return StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
 
     def forward(self, input, hx=None):
         plan = self._planned(input, hx)
@@ -901,8 +903,7 @@ class RNNCellBase(_StackModule):
             return (h[0], c[0]) if cell_state else h[0]
         x, unbatched = self._check_input(input)
         h, c = self._states(hx, getval(x).shape[1], unbatched)
-        spec = StackSpec(self.mode, 1, 1, 0.0, False, None, self.bias, False)
-        _, h, c = stacked_layers(spec, x, h, c, self._stack_weights(),  # h, c: (N, H)
+        _, h, c = stacked_layers(self._spec(), x, h, c, self._stack_weights(),  # (N, H)
                                  self._small_stack)
         if unbatched:
             h, c = h[0], (None if c is None else c[0])

@@ -130,8 +130,7 @@ class Stream:
         else:
             self._refuse(chunk)
         spec = self._spec
-        if not spec.options.any and _ops.is_small(spec.mode, x, spec.num_layers, 1,
-                                                   self._H_cell, self._H_out):
+        if spec.one_call(x, self._H_cell, self._H_out):
             small, pack = self._small, False
             if small is None:  # lay the snapshot out once, pack its panels on this call
                 small = self._small = _ops.SmallStack(spec.mode, self._weights,
