@@ -58,6 +58,18 @@ class _Masks:
         return hs * self.recurrent if self.dropped else hs
 
 
+def _step_options(x, batch_sizes, w_ln_ih, w_ln_hh, recurrent_mask, zoneout_mask,
+                  zoneout_eval):
+    """What every option kernel takes besides its weights: whether layer norm is on, its
+    γ_hh ((0,) when off), the masks (``_Masks``) and the rows active at each step."""
+    L, N, _ = x.shape
+    dt = x.dtype
+    ln = w_ln_ih is not None
+    return (ln, _vector(w_ln_hh if ln else None, dt),
+            _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt),
+            _batch_sizes(batch_sizes, L, N))
+
+
 def _input_side(x, w_ih, b, w_ln_ih, reverse, batch_sizes, keep):
     """The gate inputs' input side for all steps, (L, N, G) in processing order:
     ``LN(u) γ_ih + b`` with layer norm (and, with ``keep``, ``LN(u)``, ``r`` for the
@@ -148,13 +160,12 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     w_hh = np.ascontiguousarray(w_hh)
     P = w_hh.shape[1]
     proj = w_hr is not None
-    ln = w_ln_ih is not None
+    ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
+                                                     recurrent_mask, zoneout_mask,
+                                                     zoneout_eval)
     w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    gamma_hh, gamma_c, beta_c = (_vector(a if ln else None, dt) for a in (w_ln_hh, w_ln_c,
-                                                                          b_ln_c))
+    gamma_c, beta_c = (_vector(a if ln else None, dt) for a in (w_ln_c, b_ln_c))
     peepholes = _vector(w_ph, dt)
-    masks = _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt)
-    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
 
     def kernel(xw, rows, out, hs, cs, gemm, panels, hw, n, rows0, steps0, lns):
@@ -210,13 +221,12 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
     H = G // 4
     P = w_hh.shape[1]
     proj = w_hr is not None
-    ln = w_ln_ih is not None
+    ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
+                                                     recurrent_mask, zoneout_mask,
+                                                     zoneout_eval)
     w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    gamma_hh, gamma_c, beta_c = (_vector(a if ln else None, dt) for a in (w_ln_hh, w_ln_c,
-                                                                          b_ln_c))
+    gamma_c, beta_c = (_vector(a if ln else None, dt) for a in (w_ln_c, b_ln_c))
     peepholes = _vector(w_ph, dt)
-    masks = _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt)
-    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
     panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # δh̄ = δv W_hh
     hs, cs, gates = saved["h"], saved["c"], saved["gates"]
@@ -269,11 +279,10 @@ def gru_forward(x, h_0, w_ih, w_hh, b_ih, b_hh, batch_sizes=None, reverse=False,
     G = w_ih.shape[0]
     H = G // 3
     w_hh = np.ascontiguousarray(w_hh)
-    ln = w_ln_ih is not None
+    ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
+                                                     recurrent_mask, zoneout_mask,
+                                                     zoneout_eval)
     b_hh_k = np.zeros(G, dt) if b_hh is None else np.ascontiguousarray(b_hh, dtype=dt)
-    gamma_hh = _vector(w_ln_hh if ln else None, dt)
-    masks = _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt)
-    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse = bool(reverse)
 
     def kernel(xw, rows, out, hs, gemm, panels, hw, n, rows0, steps0, K):
@@ -319,10 +328,9 @@ def gru_backward(x, w_ih, w_hh, saved, d_output, dh_n, batch_sizes=None, reverse
     dt = x.dtype
     G = w_ih.shape[0]
     H = G // 3
-    ln = w_ln_ih is not None
-    gamma_hh = _vector(w_ln_hh if ln else None, dt)
-    masks = _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt)
-    batch_sizes = _batch_sizes(batch_sizes, L, N)
+    ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
+                                                     recurrent_mask, zoneout_mask,
+                                                     zoneout_eval)
     reverse = bool(reverse)
     panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # δh̄ = δv W_hh
     hs, gates = saved["h"], saved["gates"]
@@ -366,11 +374,10 @@ def rnn_forward(x, h_0, w_ih, w_hh, b, nonlinearity="tanh", batch_sizes=None, re
     dt = x.dtype
     H = w_ih.shape[0]
     w_hh = np.ascontiguousarray(w_hh)
-    ln = w_ln_ih is not None
+    ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
+                                                     recurrent_mask, zoneout_mask,
+                                                     zoneout_eval)
     zoned = zoneout_mask is not None or zoneout_eval is not None
-    gamma_hh = _vector(w_ln_hh if ln else None, dt)
-    masks = _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt)
-    batch_sizes = _batch_sizes(batch_sizes, L, N)
     reverse, relu = bool(reverse), nonlinearity == "relu"
 
     def kernel(xw, rows, out, hs, gemm, panels, hw, n, rows0, steps0, K, h_tilde):
@@ -418,10 +425,9 @@ def rnn_backward(x, w_ih, w_hh, saved, d_output, dh_n, nonlinearity="tanh", batc
     L, N, _ = x.shape
     dt = x.dtype
     H = w_ih.shape[0]
-    ln = w_ln_ih is not None
-    gamma_hh = _vector(w_ln_hh if ln else None, dt)
-    masks = _Masks(recurrent_mask, zoneout_mask, zoneout_eval, dt)
-    batch_sizes = _batch_sizes(batch_sizes, L, N)
+    ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
+                                                     recurrent_mask, zoneout_mask,
+                                                     zoneout_eval)
     reverse, relu = bool(reverse), nonlinearity == "relu"
     panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # δh̄ = δv W_hh
     hs = saved["h"]
