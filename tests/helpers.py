@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -102,3 +105,15 @@ def stack_args(rng, mode, num_layers, D, I, H, P, bias, L, N, lengths, dtype):
         batch_sizes = (lengths[None, :] > np.arange(L)[:, None]).sum(axis=1).astype(np.int64)
         x = x * (np.arange(L)[:, None] < lengths[None, :])[:, :, None].astype(dtype)
     return x, h_0, c_0, flat, batch_sizes
+
+
+def run_python(code: str, timeout: int, **env) -> str:
+    """Run ``code`` in a fresh Python that imports from this folder (the test modules),
+    with ``env`` added to the environment (``NUMBA_DISABLE_JIT="1"``: the kernels as plain
+    Python); it must exit 0. Returns its standard output."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys\nsys.path.insert(0, {here!r})\n" + textwrap.dedent(code)
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

@@ -23,6 +23,8 @@ import pytest
 from rnnkit import _ops, _reference
 from rnnkit._kernels import _gemm
 
+from helpers import run_python
+
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 
 
@@ -159,8 +161,6 @@ def test_gate_math_extremes():
 
 
 _SLOW_TWIN = """
-import sys
-sys.path.insert(0, {tests!r})
 from test_kernels import check
 import numpy as np
 import numba
@@ -188,12 +188,8 @@ print("ok")
 
 
 def test_kernels_as_python_under_disable_jit():
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    code = textwrap.dedent(_SLOW_TWIN.format(tests=os.path.dirname(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("ok")
+    stdout = run_python(_SLOW_TWIN, 300, NUMBA_DISABLE_JIT="1")
+    assert stdout.strip().endswith("ok")
 
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])

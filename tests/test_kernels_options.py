@@ -12,10 +12,6 @@ chunks of steps and two row groups; and the kernels run as Python under
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 
 import numpy as np
@@ -32,6 +28,8 @@ from test_reference_options import (
     _drawn_cases,
     _make_case,
 )
+
+from helpers import run_python
 
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-4)}
 
@@ -225,8 +223,6 @@ def test_matches_reference_drawn_shapes(drawn):
 
 
 _SLOW_TWIN = """
-import sys
-sys.path.insert(0, {tests!r})
 import numba
 import numpy as np
 from test_kernels_options import _all_options, _compare
@@ -244,9 +240,5 @@ print("ok")
 
 
 def test_kernels_as_python_under_disable_jit():
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    code = textwrap.dedent(_SLOW_TWIN.format(tests=os.path.dirname(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("ok")
+    stdout = run_python(_SLOW_TWIN, 300, NUMBA_DISABLE_JIT="1")
+    assert stdout.strip().endswith("ok")

@@ -6,11 +6,6 @@ and the modules and cells take it when a traced call is small."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -20,7 +15,7 @@ import rnnkit
 from rnnkit import _autodiff, _ops, nn
 from rnnkit._modes import MODES
 
-from helpers import stack_args
+from helpers import run_python, stack_args
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 STACKS = [("LSTM", False), ("LSTM", True), ("GRU", False), ("RNN_TANH", False),
@@ -183,8 +178,6 @@ def test_dropout_options_and_large_calls_keep_the_layer_path(monkeypatch):
 
 
 _SLOW_TWIN = """
-import sys
-sys.path.insert(0, {tests!r})
 import numpy as np
 import numba
 assert numba.config.DISABLE_JIT
@@ -197,9 +190,5 @@ print("ok")
 
 
 def test_fused_kernels_as_python_under_disable_jit():
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    code = textwrap.dedent(_SLOW_TWIN.format(tests=os.path.dirname(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("ok")
+    stdout = run_python(_SLOW_TWIN, 600, NUMBA_DISABLE_JIT="1")
+    assert stdout.strip().endswith("ok")
