@@ -117,3 +117,14 @@ def run_python(code: str, timeout: int, **env) -> str:
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def draw_lengths(data, L, N):
+    """None (padded input) or, drawn by hypothesis, N lengths in [1, L], the first L."""
+    from hypothesis import strategies as st
+
+    if not data.draw(st.booleans()):
+        return None
+    lengths = data.draw(st.lists(st.integers(1, L), min_size=N, max_size=N))
+    lengths[0] = L
+    return lengths

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import rnnkit
 from rnnkit import _autodiff, _ops, nn
 
-from helpers import run_python, stack_args
+from helpers import draw_lengths, run_python, stack_args
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
 MODES = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
@@ -58,10 +58,7 @@ def test_small_stack_lstm_with_projection_and_no_bias(dtype, D):
 def test_small_stack_equals_layer_by_layer_everywhere(mode, num_layers, D, I, H, L, N, bias,
                                                       proj, data):
     P = data.draw(st.integers(1, H)) if proj and mode == "LSTM" and H > 1 else H
-    lengths = None
-    if data.draw(st.booleans()):
-        lengths = data.draw(st.lists(st.integers(1, L), min_size=N, max_size=N))
-        lengths[0] = L
+    lengths = draw_lengths(data, L, N)
     _compare(mode, num_layers, D, I, H, P, bias, L, N, lengths, np.float64,
              seed=data.draw(st.integers(0, 2**16)))
 

@@ -144,6 +144,14 @@ def _input_side_backward(dz, x, w_ih, w_ln_ih, saved, reverse, batch_sizes, dopt
 # ---------------------------------------------------------------- LSTM
 
 
+def _lstm_vectors(w_hr, w_ln_c, b_ln_c, w_ph, ln, dt):
+    """The LSTM kernels' own arguments beyond ``_step_options``: W_hr ((0, 0) without
+    projection), γ_c and β_c of the cell's layer norm, the peepholes ((0,) when off)."""
+    return ((_empty(2, dt) if w_hr is None else np.ascontiguousarray(w_hr)),
+            _vector(w_ln_c if ln else None, dt), _vector(b_ln_c if ln else None, dt),
+            _vector(w_ph, dt))
+
+
 def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=False, keep=False,
                  *, w_ln_ih=None, w_ln_hh=None, w_ln_c=None, b_ln_c=None, w_ph=None,
                  recurrent_mask=None, zoneout_mask=None, zoneout_eval=None):
@@ -163,9 +171,7 @@ def lstm_forward(x, h_0, c_0, w_ih, w_hh, b, w_hr, batch_sizes=None, reverse=Fal
     ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
                                                      recurrent_mask, zoneout_mask,
                                                      zoneout_eval)
-    w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    gamma_c, beta_c = (_vector(a if ln else None, dt) for a in (w_ln_c, b_ln_c))
-    peepholes = _vector(w_ph, dt)
+    w_hr_k, gamma_c, beta_c, peepholes = _lstm_vectors(w_hr, w_ln_c, b_ln_c, w_ph, ln, dt)
     reverse = bool(reverse)
 
     def kernel(xw, rows, out, hs, cs, gemm, panels, hw, n, rows0, steps0, lns):
@@ -224,9 +230,7 @@ def lstm_backward(x, w_ih, w_hh, w_hr, saved, d_output, dh_n, dc_n, batch_sizes=
     ln, gamma_hh, masks, batch_sizes = _step_options(x, batch_sizes, w_ln_ih, w_ln_hh,
                                                      recurrent_mask, zoneout_mask,
                                                      zoneout_eval)
-    w_hr_k = np.ascontiguousarray(w_hr) if proj else _empty(2, dt)
-    gamma_c, beta_c = (_vector(a if ln else None, dt) for a in (w_ln_c, b_ln_c))
-    peepholes = _vector(w_ph, dt)
+    w_hr_k, gamma_c, beta_c, peepholes = _lstm_vectors(w_hr, w_ln_c, b_ln_c, w_ph, ln, dt)
     reverse = bool(reverse)
     panels = _gemm.pack(np.ascontiguousarray(w_hh), transpose=False)  # δh̄ = δv W_hh
     hs, cs, gates = saved["h"], saved["c"], saved["gates"]

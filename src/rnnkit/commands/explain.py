@@ -33,6 +33,17 @@ _EQUATIONS = {
     "rnn": ["h_t = ACT(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)"],
 }
 _ROWS = {"lstm": "rows i|f|g|o", "gru": "rows r|z|n", "rnn": "one block"}
+# what each parameter is, by the start of its name ({rows}: the mode's gate rows)
+_MEANINGS = (
+    ("weight_ih", "W_ih, {rows}; multiplies x_t (or the layer below's output)"),
+    ("weight_hh", "W_hh, {rows}; multiplies h_(t-1)"),
+    ("weight_hr", "W_hr, projects h_t from hidden_size to proj_size"),
+    ("weight_ln_ih", "γ_ih, {rows}; layer-norm gain of W_ih x_t (init 1)"),
+    ("weight_ln_hh", "γ_hh, {rows}; layer-norm gain of W_hh h_(t-1) (init 1)"),
+    ("weight_ln_c", "γ_c, layer-norm gain of c_t (init 1)"),
+    ("bias_ln_c", "β_c, layer-norm bias of c_t (init 0)"),
+    ("weight_ph", "p_i|p_f|p_o, peepholes from c_(t-1) (i, f) and c_t (o)"),
+)
 _GATES = {"lstm": "ifgo", "gru": "rzn", "rnn": ""}
 
 
@@ -235,25 +246,9 @@ def explain(args: argparse.Namespace) -> str:
     width = max([22] + [len(name) + 1 for name, _ in layer.named_parameters()])
     for name, p in layer.named_parameters():
         total += p.size
-        if name.startswith("weight_ih"):
-            meaning = f"W_ih, {_ROWS[kind]}; multiplies x_t (or the layer below's output)"
-        elif name.startswith("weight_hh"):
-            meaning = f"W_hh, {_ROWS[kind]}; multiplies h_(t-1)"
-        elif name.startswith("weight_hr"):
-            meaning = "W_hr, projects h_t from hidden_size to proj_size"
-        elif name.startswith("weight_ln_ih"):
-            meaning = f"γ_ih, {_ROWS[kind]}; layer-norm gain of W_ih x_t (init 1)"
-        elif name.startswith("weight_ln_hh"):
-            meaning = f"γ_hh, {_ROWS[kind]}; layer-norm gain of W_hh h_(t-1) (init 1)"
-        elif name.startswith("weight_ln_c"):
-            meaning = "γ_c, layer-norm gain of c_t (init 1)"
-        elif name.startswith("bias_ln_c"):
-            meaning = "β_c, layer-norm bias of c_t (init 0)"
-        elif name.startswith("weight_ph"):
-            meaning = "p_i|p_f|p_o, peepholes from c_(t-1) (i, f) and c_t (o)"
-        else:
-            meaning = f"{name[:7]}, {_ROWS[kind]}"
-        lines.append(_row(name, p.shape, meaning, width))
+        meaning = next((text for prefix, text in _MEANINGS if name.startswith(prefix)),
+                       f"{name[:7]}, {{rows}}")  # the biases
+        lines.append(_row(name, p.shape, meaning.format(rows=_ROWS[kind]), width))
     lines.append(f"  total parameters: {total:,}")
     if args.lengths is not None:
         lines += _explain_lengths(layer, x, h_0, c_0, args, kind == "lstm")
