@@ -351,6 +351,17 @@ def test_grad_of_grad_through_a_layer_is_refused(rng):
         rnnkit.grad(inner)(x)
 
 
+def test_forward_mode_through_a_layer_is_refused(rng):
+    """Only reverse mode reaches the layers' fused backward: autograd's forward mode
+    (make_jvp) through one is a clear NotImplementedError."""
+    import autograd
+
+    gru = nn.GRU(2, 3, dtype=np.float64)
+    x = rng.standard_normal((4, 2, 2))
+    with pytest.raises(NotImplementedError, match="reverse-mode derivatives only"):
+        autograd.make_jvp(lambda x: gru(x)[0].sum())(x)(np.ones_like(x))
+
+
 def test_a_training_step_reads_the_module_weights_in_place(rng, monkeypatch):
     """A small module's training steps run on its own compiled stack over its flat buffer
     (made once, never a copy of the weights per step), and see in-place updates."""
